@@ -1,0 +1,84 @@
+"""The diagnostic classes of the paper and their SNOMED CT codes.
+
+cNVAE-ECG is conditioned on 9 classes (paper Table I): sinus rhythm, myocardial
+infarction, left axis deviation, left ventricular hypertrophy, atrial fibrillation,
+sinus tachycardia, first-degree AV block, sinus bradycardia and T-wave abnormality.
+This module is the single source of that list and its order: labels on disk, the
+models' class embeddings and checkpoints all use it (the authors' code mixed an
+8-class and a 9-class list, which broke its sampler).
+
+Example::
+
+    python -c "from nvae_ecg.classes import resolve_classes; print(resolve_classes('MI,164889003'))"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class EcgClass:
+    abbrev: str
+    snomed: str
+    name: str
+
+
+#: Paper classes in label-column order (SR, MI, LAD, LVH, AF, STach, IAVB, SB, TAb).
+PAPER_CLASSES: tuple[EcgClass, ...] = (
+    EcgClass("SR", "426783006", "sinus rhythm"),
+    EcgClass("MI", "164865005", "myocardial infarction"),
+    EcgClass("LAD", "39732003", "left axis deviation"),
+    EcgClass("LVH", "164873001", "left ventricular hypertrophy"),
+    EcgClass("AF", "164889003", "atrial fibrillation"),
+    EcgClass("STach", "427084000", "sinus tachycardia"),
+    EcgClass("IAVB", "270492004", "first degree AV block"),
+    EcgClass("SB", "426177001", "sinus bradycardia"),
+    EcgClass("TAb", "164934002", "T-wave abnormality"),
+)
+CLASS_ABBREVS: tuple[str, ...] = tuple(c.abbrev for c in PAPER_CLASSES)
+CLASS_CODES: tuple[str, ...] = tuple(c.snomed for c in PAPER_CLASSES)
+NUM_CLASSES = len(PAPER_CLASSES)
+
+_BY_KEY = {}
+for _i, _c in enumerate(PAPER_CLASSES):
+    _BY_KEY[_c.abbrev.lower()] = _i
+    _BY_KEY[_c.snomed] = _i
+
+
+def class_index(key: str) -> int:
+    """Column of a class given its abbreviation (case-insensitive) or SNOMED CT code."""
+    k = str(key).strip().lower()
+    if k not in _BY_KEY:
+        raise ValueError(
+            f"unknown class {key!r}; known classes: "
+            + ", ".join(f"{c.abbrev} ({c.snomed})" for c in PAPER_CLASSES)
+        )
+    return _BY_KEY[k]
+
+
+def resolve_classes(spec: str | Sequence[str] | None) -> list[int]:
+    """Column indices for a comma-separated string or list of abbreviations/codes; None or 'all' means every class."""
+    if spec is None:
+        return list(range(NUM_CLASSES))
+    if isinstance(spec, str):
+        if spec.strip().lower() in ("", "all"):
+            return list(range(NUM_CLASSES))
+        spec = [s for s in spec.split(",") if s.strip()]
+    idx = [class_index(s) for s in spec]
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"class list {list(spec)} names a class twice")
+    return idx
+
+
+def codes_to_multihot(codes: Iterable[str]):
+    """9-dim 0/1 vector (numpy uint8) of the paper classes present in a list of SNOMED codes."""
+    import numpy as np
+
+    v = np.zeros(NUM_CLASSES, dtype=np.uint8)
+    for code in codes:
+        i = _BY_KEY.get(str(code).strip())
+        if i is not None and str(code).strip().isdigit():
+            v[i] = 1
+    return v

@@ -1,0 +1,200 @@
+"""1-D building blocks of the cNVAE-ECG network: weight-normalised convolutions, residual cells, combiners.
+
+This is a one-dimensional re-implementation of NVAE's ``neural_operations.py``
+(Vahdat & Kautz 2020, Sec. 3.1 and Fig. 3): every convolution carries NVAE's
+weight normalisation with a learned per-channel log-norm, residual cells are
+``skip + 0.1 * SE(op2(op1(x)))`` with BN-ELU-conv (``res_bnelu``, the paper's
+choice) or BN-Swish-conv (``res_bnswish``) operations, down-sampling cells use
+a factorised-reduce skip, up-sampling cells use linear interpolation plus a 1x1
+convolution on the skip and nearest-neighbour up-sampling inside the op branch
+(as NVAE's ``BNSwishConv`` does with ``stride == -1``). The encoder combiner adds
+a 1x1-projected decoder state to the encoder state; the decoder combiner
+concatenates a latent sample and mixes it in with a 1x1 convolution.
+
+Example::
+
+    python -c "import torch; from nvae_ecg.neural_operations import Cell; print(Cell(8, 16, 'down', 'res_bnelu', True)(torch.randn(2, 8, 100)).shape)"
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: BatchNorm settings of NVAE (neural_operations.py: BN_EPS = 1e-5, momentum 0.05).
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.05
+#: Channel factor of every down/up-sampling cell (NVAE model.py CHANNEL_MULT).
+CHANNEL_MULT = 2
+#: Residual branch scale of a cell (NVAE model.py Cell.forward: skip + 0.1 * s).
+RESIDUAL_SCALE = 0.1
+
+CELL_TYPES = ("normal", "down", "up")
+
+
+def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> torch.Tensor:
+    """NVAE weight normalisation: exp(log_norm) * w / (||w|| + 1e-5), norm per output channel."""
+    # NVAE neural_operations.py normalize_weight_jit; the norm runs over every axis but the first.
+    dims = tuple(range(1, weight.dim()))
+    wn = torch.linalg.vector_norm(weight, dim=dims, keepdim=True)
+    return torch.exp(log_weight_norm) * weight / (wn + 1e-5)
+
+
+class Conv1D(nn.Conv1d):
+    """nn.Conv1d with NVAE's weight normalisation (learned log-norm per output channel)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = False) -> None:
+        super().__init__(c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias)
+        # NVAE Conv2D.__init__: log-norm starts at the initial weight norm, so the layer starts as a plain conv
+        # (up to the +1e-2 NVAE adds inside the log).
+        with torch.no_grad():
+            init = torch.linalg.vector_norm(self.weight, dim=(1, 2), keepdim=True)
+        self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
+
+    def normalized_weight(self) -> torch.Tensor:
+        """The weight actually used by the convolution."""
+        return normalize_weight(self.weight, self.log_weight_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve with the normalised weight."""
+        return F.conv1d(x, self.normalized_weight(), self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class BNActConv(nn.Module):
+    """BatchNorm -> activation -> (x2 nearest up-sampling) -> k3 conv: NVAE's BNELUConv / BNSwishConv in 1-D.
+
+    ``stride`` is 1 (normal), 2 (down) or -1 (up: nearest-neighbour x2 before the conv, as NVAE).
+    """
+
+    def __init__(self, c_in: int, c_out: int, act: str, stride: int = 1, kernel_size: int = 3) -> None:
+        super().__init__()
+        if stride not in (1, 2, -1):
+            raise ValueError(f"stride must be 1, 2 or -1 (up), got {stride}")
+        self.upsample = stride == -1
+        self.bn = nn.BatchNorm1d(c_in, eps=BN_EPS, momentum=BN_MOMENTUM)
+        if act == "elu":
+            self.act = nn.ELU()
+        elif act == "swish":
+            self.act = nn.SiLU()
+        else:
+            raise ValueError(f"unknown activation {act!r}; choose 'elu' or 'swish'")
+        self.conv = Conv1D(c_in, c_out, kernel_size, stride=abs(stride), padding=kernel_size // 2, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply BN, activation, optional up-sampling and the convolution."""
+        out = self.act(self.bn(x))
+        if self.upsample:
+            out = F.interpolate(out, scale_factor=2, mode="nearest")
+        return self.conv(out)
+
+
+#: Operation of each residual-cell architecture (NVAE utils.get_arch_cells: two identical ops per cell).
+ARCH_OPS = {"res_bnelu": "elu", "res_bnswish": "swish"}
+
+
+class FactorizedReduce(nn.Module):
+    """Down-sampling skip: swish, then two stride-2 1x1 convs on x and on x shifted by one, concatenated.
+
+    1-D version of NVAE's FactorizedReduce (which uses four 2-D shifts); needs an even input length.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_1 = Conv1D(c_in, c_out // 2, 1, stride=2, bias=True)
+        self.conv_2 = Conv1D(c_in, c_out - c_out // 2, 1, stride=2, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Halve the length and map to c_out channels."""
+        out = F.silu(x)
+        return torch.cat([self.conv_1(out), self.conv_2(out[:, :, 1:])], dim=1)
+
+
+class UpSampleSkip(nn.Module):
+    """Up-sampling skip: linear interpolation x2 (align_corners=True, NVAE UpSample) then a 1x1 conv."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = Conv1D(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Double the length and map to c_out channels."""
+        return self.conv(F.interpolate(x, scale_factor=2, mode="linear", align_corners=True))
+
+
+class SE(nn.Module):
+    """Squeeze-and-excitation of NVAE: mean over length, Linear-ReLU-Linear-sigmoid gate, hidden max(C//16, 4)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        hidden = max(c_out // 16, 4)
+        self.se = nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out),
+                                nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rescale channels by the learned gate."""
+        gate = self.se(x.mean(dim=2))
+        return x * gate.unsqueeze(2)
+
+
+class Cell(nn.Module):
+    """Residual cell ``skip(x) + 0.1 * SE(op2(op1(x)))`` (NVAE model.py Cell).
+
+    ``cell_type`` is ``normal`` (same shape), ``down`` (channels x2, length /2, stride-2 first op and a
+    factorised-reduce skip) or ``up`` (channels /2, length x2).
+    """
+
+    def __init__(self, c_in: int, c_out: int, cell_type: str, arch: str, use_se: bool) -> None:
+        super().__init__()
+        if cell_type not in CELL_TYPES:
+            raise ValueError(f"unknown cell type {cell_type!r}; choose one of {CELL_TYPES}")
+        if arch not in ARCH_OPS:
+            raise ValueError(f"unknown arch_instance {arch!r}; choose one of {tuple(ARCH_OPS)}")
+        self.cell_type = cell_type
+        if cell_type == "normal":
+            if c_in != c_out:
+                raise ValueError(f"a normal cell keeps the channels, got {c_in} -> {c_out}")
+            self.skip = nn.Identity()
+            stride = 1
+        elif cell_type == "down":
+            self.skip = FactorizedReduce(c_in, c_out)
+            stride = 2
+        else:
+            self.skip = UpSampleSkip(c_in, c_out)
+            stride = -1
+        act = ARCH_OPS[arch]
+        self.ops = nn.Sequential(BNActConv(c_in, c_out, act, stride=stride),
+                                 BNActConv(c_out, c_out, act, stride=1))
+        self.se = SE(c_out, c_out) if use_se else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update of x."""
+        return self.skip(x) + RESIDUAL_SCALE * self.se(self.ops(x))
+
+
+class EncCombinerCell(nn.Module):
+    """Encoder combiner of NVAE: ``x_enc + conv1x1(x_dec)`` (conditions q on the decoder state)."""
+
+    def __init__(self, c_enc: int, c_dec: int) -> None:
+        super().__init__()
+        self.conv = Conv1D(c_dec, c_enc, 1, bias=True)
+
+    def forward(self, x_enc: torch.Tensor, x_dec: torch.Tensor) -> torch.Tensor:
+        """Combine the stored encoder feature with the current decoder state."""
+        return x_enc + self.conv(x_dec)
+
+
+class DecCombinerCell(nn.Module):
+    """Decoder combiner of NVAE: ``conv1x1(cat[s, z])`` (injects a latent group into the decoder state)."""
+
+    def __init__(self, c_dec: int, c_z: int) -> None:
+        super().__init__()
+        self.conv = Conv1D(c_dec + c_z, c_dec, 1, bias=True)
+
+    def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mix the latent sample into the decoder state."""
+        # Under autocast z is float32 and s bf16: torch.cat promotes, the conv casts back to bf16.
+        return self.conv(torch.cat([s, z], dim=1))

@@ -1,0 +1,453 @@
+"""Train the conditional 1-D NVAE (cNVAE-ECG) on prepared Challenge 2021 data.
+
+Objective, schedule and flags follow NVAE's ``train.py`` (Vahdat & Kautz 2020) as
+ported by the paper's authors: NELBO = reconstruction NLL under the 8-lead
+discretised logistic mixture + KL summed over latent groups, with KL warm-up, the
+BatchNorm scale penalty, Adamax, linear LR warm-up then cosine decay. Differences
+from the authors' code (float32/bf16 instead of float64, one class list stored in
+the checkpoint, a correct importance-weighted NLL, resumable atomic checkpoints,
+torchrun instead of a hand-rolled launcher) are listed in the README. Every run
+writes ``args.json``, ``log.txt``, TensorBoard events and ``checkpoints/`` into
+``--root/--save``; ``--resume`` continues from ``checkpoints/latest.pt``.
+
+Example::
+
+    python -m nvae_ecg.train --data_dir prepared --root runs --save demo --config small --epochs 5
+    torchrun --nproc_per_node=4 -m nvae_ecg.train --data_dir prepared --root runs --save paper --config paper --amp bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
+from nvae_ecg.config import CONFIGS, ModelConfig, get_config
+from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.model import AutoEncoder, count_parameters
+from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
+                                 reconstruction_loss)
+from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, load_checkpoint,
+                            rng_state, seed_everything, set_rng_state, setup_run_dir)
+
+# Model flags take their defaults from the named configuration (--config) unless given.
+_MODEL_FLAGS = {f.name: f for f in fields(ModelConfig)}
+_MODEL_HELP = {
+    "num_input_channels": "leads modelled (the 8 independent leads)",
+    "length": "ECG length in samples (10 s at 500 Hz = 5000)",
+    "num_classes": "number of conditioning classes (set from --classes; not a flag to edit by hand)",
+    "num_channels_enc": "channels after the stem (encoder)",
+    "num_channels_dec": "channels of the decoder at the output resolution",
+    "num_preprocess_blocks": "pre-process blocks, each halving the length",
+    "num_preprocess_cells": "cells per pre-process block",
+    "num_postprocess_blocks": "post-process blocks, each doubling the length",
+    "num_postprocess_cells": "cells per post-process block",
+    "num_latent_scales": "number of latent scales",
+    "num_groups_per_scale": "latent groups at the highest-resolution scale",
+    "min_groups_per_scale": "lower bound on groups per scale with --ada_groups",
+    "ada_groups": "halve the number of groups per scale going down in resolution",
+    "num_latent_per_group": "latent channels per group",
+    "num_cell_per_cond_enc": "encoder cells per latent group",
+    "num_cell_per_cond_dec": "decoder cells per latent group",
+    "num_mixture_dec": "logistic mixture components of the decoder",
+    "num_x_bits": "bits of the discretised output (bins = 2**bits)",
+    "arch_instance": "cell operations",
+    "use_se": "squeeze-and-excitation in every cell",
+    "res_dist": "parameterise the posterior relative to the prior",
+}
+_MODEL_CHOICES = {"arch_instance": ("res_bnelu", "res_bnswish")}
+
+
+def _str2bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "y"):
+        return True
+    if v.lower() in ("0", "false", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags (names follow NVAE and the authors' scripts)."""
+    p = argparse.ArgumentParser(description="Train cNVAE-ECG (conditional 1-D NVAE).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data and run folder")
+    g.add_argument("--data_dir", "--data", dest="data_dir", required=True, help="prepared data folder (output of nvae_ecg.data.prepare)")
+    g.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="prepared dataset")
+    g.add_argument("--classes", "--class_name", dest="classes", default="all",
+                   help="conditioning classes: 'all' (the 9 paper classes) or comma-separated abbreviations/SNOMED codes")
+    g.add_argument("--root", default="runs", help="parent folder of run folders")
+    g.add_argument("--save", "--name", dest="save", default="cnvae", help="run folder name under --root")
+    g.add_argument("--resume", "--cont_training", dest="resume", action="store_true",
+                   help="continue from ROOT/SAVE/checkpoints/latest.pt")
+    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--seed", type=int, default=1, help="random seed")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+
+    g = p.add_argument_group("model (defaults from --config)")
+    g.add_argument("--config", default="paper", choices=sorted(CONFIGS), help="named model configuration")
+    for name, f in _MODEL_FLAGS.items():
+        if name == "num_classes":
+            continue
+        if f.type in (bool, "bool"):
+            g.add_argument(f"--{name}", nargs="?", const=True, default=None, type=_str2bool,
+                           help=_MODEL_HELP.get(name, name) + " (flag alone = true; or true/false)")
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type) if isinstance(f.type, str) else f.type
+            g.add_argument(f"--{name}", type=typ, default=None, choices=_MODEL_CHOICES.get(name),
+                           help=_MODEL_HELP.get(name, name))
+
+    g = p.add_argument_group("optimisation (NVAE / authors' defaults)")
+    # Paper Table V says batch 32; the authors' training_conditional.sh runs 64 per GPU on 2 GPUs.
+    g.add_argument("--batch_size", type=int, default=64, help="batch size per process")
+    g.add_argument("--epochs", type=int, default=500, help="training epochs")
+    g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
+    g.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
+    g.add_argument("--learning_rate_min", type=float, default=5e-4,
+                   help="final learning rate of the cosine decay (authors' default; NVAE uses 1e-4)")
+    g.add_argument("--weight_decay", type=float, default=3e-4, help="Adamax weight decay")
+    g.add_argument("--percent_epochs", type=float, default=5,
+                   help="percent of the epochs with linear LR warm-up (authors' script: 5)")
+    g.add_argument("--weight_decay_norm", type=float, default=1e-2,
+                   help="weight of the BN scale penalty (and of the spectral penalty when enabled)")
+    g.add_argument("--weight_decay_norm_init", type=float, default=10.0,
+                   help="initial weight with --weight_decay_norm_anneal")
+    g.add_argument("--weight_decay_norm_anneal", action="store_true",
+                   help="anneal the norm weight from --weight_decay_norm_init to --weight_decay_norm (NVAE)")
+    g.add_argument("--kl_anneal_portion", type=float, default=0.3, help="portion of training with KL warm-up")
+    g.add_argument("--kl_const_portion", type=float, default=1e-4, help="portion with a constant KL coefficient")
+    g.add_argument("--kl_const_coeff", type=float, default=1e-4, help="the constant (minimum) KL coefficient")
+    g.add_argument("--kl_balance", action="store_true",
+                   help="NVAE's KL balancing with 'square' group coefficients (off in the authors' code)")
+    g.add_argument("--spectral_regularization", action="store_true",
+                   help="add NVAE's spectral regularisation of every weight-normalised conv (never called "
+                        "in the authors' code)")
+    g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="mixed precision on CUDA (ignored on CPU)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                   help="parameter dtype; float64 reproduces the authors' (slow) setting")
+    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
+    g.add_argument("--grad_clip", type=float, default=0.0, help="clip the gradient norm (0: off, as NVAE)")
+
+    g = p.add_argument_group("logging, evaluation, checkpoints")
+    g.add_argument("--log_every", type=int, default=50, help="log training scalars every k steps")
+    g.add_argument("--eval_every", type=int, default=1, help="validation NELBO every k epochs")
+    g.add_argument("--iw_every", type=int, default=10,
+                   help="importance-weighted log-likelihood every k epochs (0: only at the end)")
+    g.add_argument("--iw_samples", type=int, default=10, help="importance samples K for the IW estimate")
+    g.add_argument("--sample_every", type=int, default=5, help="generated ECG figures every k epochs (0: never)")
+    g.add_argument("--save_every", type=int, default=5, help="keep a periodic checkpoint copy every k epochs")
+    g.add_argument("--max_val_batches", type=int, default=0, help="limit validation batches (0: all)")
+    g = p.add_argument_group("accepted for compatibility with the authors' command lines")
+    g.add_argument("--num_nf", type=int, default=0, choices=(0,),
+                   help="normalising-flow cells per group: only 0 (the paper's setting) is implemented")
+    g.add_argument("--num_process_per_node", type=int, default=1,
+                   help="GPUs: launch with torchrun --nproc_per_node=N instead (checked, not used)")
+    g.add_argument("--master_address", default=None, help="ignored: torchrun sets the rendezvous")
+    g.add_argument("--master_port", default=None, help="ignored: torchrun sets the rendezvous")
+    g.add_argument("--input_size", type=int, default=None,
+                   help="ignored: the ECG length comes from the prepared data (see --length)")
+    g.add_argument("--fold_idx", type=int, default=None, help="ignored: splits are fixed by prepare")
+    g.add_argument("--sample", action="store_true", help="ignored: figures are controlled by --sample_every")
+    g.add_argument("--fast_adamax", action="store_true", help="ignored: torch.optim.Adamax is used")
+    args = p.parse_args(argv)
+    if args.num_process_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        p.error(f"--num_process_per_node {args.num_process_per_node}: launch with "
+                f"'torchrun --nproc_per_node={args.num_process_per_node} -m nvae_ecg.train ...' instead")
+    return args
+
+
+def build_config(args, num_classes: int, length: int) -> ModelConfig:
+    """The named configuration with every explicitly given model flag applied."""
+    overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if k != "num_classes" and getattr(args, k, None) is not None}
+    overrides.setdefault("length", length)
+    overrides["num_classes"] = num_classes
+    return get_config(args.config, **overrides)
+
+
+def lr_at(step: int, epoch: int, args, steps_per_epoch: int) -> float:
+    """Linear warm-up over the first percent_epochs of epochs (per step), then per-epoch cosine decay.
+
+    Mirrors NVAE's train.py: warm-up iterations = steps/epoch * warm-up epochs; after it,
+    CosineAnnealingLR with T_max = epochs - warmup_epochs - 1 stepped once per epoch.
+    """
+    warmup_epochs = math.floor(args.epochs * args.percent_epochs / 100.0)
+    warmup_iters = steps_per_epoch * warmup_epochs
+    if step < warmup_iters:
+        return args.learning_rate * step / warmup_iters
+    t_max = max(args.epochs - warmup_epochs - 1, 1)
+    e = min(max(epoch - warmup_epochs, 0), t_max)
+    return args.learning_rate_min + (args.learning_rate - args.learning_rate_min) * (1 + math.cos(math.pi * e / t_max)) / 2
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type == "cuda" and amp in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return nullcontext()
+
+
+def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float):
+    """NELBO-based training loss of one batch (NVAE train.py) and its parts (all tensors)."""
+    out = model(x, y)
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    dist_out = core.decoder_output(out.logits)
+    recon = reconstruction_loss(dist_out, x)
+    kl, kl_coeffs, kl_vals = kl_balancer(out.kl_all, kl_w, kl_balance=args.kl_balance, alpha_i=alpha_i)
+    nelbo = recon + kl
+    loss = nelbo.mean()
+    bn_loss = core.batchnorm_loss()
+    loss = loss + wdn_coeff * bn_loss
+    if args.spectral_regularization:
+        loss = loss + wdn_coeff * core.spectral_norm_parallel()
+    kl_plain = torch.stack(out.kl_all, dim=1).sum(dim=1)
+    return loss, {"recon": recon.mean(), "kl": kl_plain.mean(), "nelbo": (recon + kl_plain).mean(),
+                  "bn_loss": bn_loss}, out
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, dtype, iw_samples: int = 0, max_batches: int = 0, amp: str = "none"):
+    """Validation NELBO per ECG and, with iw_samples > 0, the importance-weighted NLL estimate.
+
+    The IW estimate draws K independent posterior samples per ECG and computes
+    -(logsumexp_k log w_k - log K) (Burda et al. 2016); the authors' code drew one
+    sample and still subtracted log K.
+    """
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    core.eval()
+    tot_nelbo, tot_nll, n = 0.0, 0.0, 0
+    for b, (x, y) in enumerate(loader):
+        if max_batches and b >= max_batches:
+            break
+        x, y = x.to(device, dtype), y.to(device, dtype)
+        with _autocast(device, amp):
+            out = core(x, y)
+            d = core.decoder_output(out.logits)
+            recon = reconstruction_loss(d, x)
+            nelbo = recon + torch.stack(out.kl_all, dim=1).sum(dim=1)
+            tot_nelbo += nelbo.double().sum().item()
+            if iw_samples > 0:
+                lw = [log_iw(d, x, out.log_q, out.log_p)]
+                for _ in range(iw_samples - 1):
+                    o = core(x, y)
+                    lw.append(log_iw(core.decoder_output(o.logits), x, o.log_q, o.log_p))
+                ll = torch.logsumexp(torch.stack(lw, dim=1).double(), dim=1) - math.log(iw_samples)
+                tot_nll += (-ll).sum().item()
+        n += x.shape[0]
+    core.train()
+    return tot_nelbo / max(n, 1), (tot_nll / max(n, 1) if iw_samples > 0 else float("nan"))
+
+
+def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed):
+    from nvae_ecg.plot import plot_ecg12
+
+    core.eval()
+    gen = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with gen, torch.no_grad():
+        torch.manual_seed(seed)
+        k = core.cfg.num_classes
+        y = torch.eye(k, device=device, dtype=dtype)
+        x01 = core.sample(y, t=0.8)
+        x12 = eight_to_twelve(bounds.from_unit(x01.double().cpu()).numpy())
+    core.train()
+    import matplotlib.pyplot as plt
+
+    for i in range(k):
+        name = PAPER_CLASSES[class_idx[i]].abbrev
+        fig = plot_ecg12(x12[i], title=f"generated {name} (t=0.8, step {step})", scale=0.6)
+        writer.add_figure(f"samples/{name}", fig, step)
+        plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train; returns a process exit code (non-zero on a non-finite loss)."""
+    info, device = init_distributed(args.device)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    save_dir = Path(args.root) / args.save
+    ckpt_path = save_dir / "checkpoints" / "latest.pt"
+    if not args.resume and info.is_main and ckpt_path.exists():
+        print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
+              file=sys.stderr)
+        return 2
+    logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
+    seed_everything(args.seed + info.rank)
+
+    train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
+    val_ds = GeneratorDataset(args.data_dir, args.dataset, split="val", classes=args.classes)
+    if len(train_ds) == 0:
+        raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
+    class_idx = list(train_ds.classes)
+    length = int(train_ds[0][0].shape[-1])
+    cfg = build_config(args, num_classes=len(class_idx), length=length)
+
+    resume = load_checkpoint(ckpt_path) if args.resume else None
+    if resume is not None:
+        cfg = ModelConfig.from_dict(resume["config"])
+        if list(resume["classes"]) != [CLASS_ABBREVS[i] for i in class_idx]:
+            raise SystemExit(f"error: checkpoint classes {resume['classes']} differ from --classes {args.classes}")
+
+    model = AutoEncoder(cfg).to(device=device, dtype=dtype)
+    if info.distributed and args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    core = model
+    opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and args.amp == "fp16"))
+    start_epoch, step = 0, 0
+    if resume is not None:
+        core.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        set_rng_state(resume["rng"][info.rank] if isinstance(resume["rng"], list) else resume["rng"])
+        logger.info("resumed from %s at epoch %d, step %d", ckpt_path, start_epoch, step)
+    if info.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # Data order depends only on (seed, epoch), so a resumed run sees the same batches.
+    loader_gen = torch.Generator()
+    if info.distributed:
+        sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(train_ds, generator=loader_gen)
+    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                  persistent_workers=args.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
+                              **common)
+    val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common) if len(val_ds) else None
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * args.epochs
+    alpha_i = kl_balancer_coeff(cfg.num_latent_scales, core.groups_per_scale, fun="square").to(device)
+
+    writer = EmptyWriter()
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(save_dir))
+        logger.info("command: %s", " ".join(sys.argv))
+        logger.info("config %s: %s", args.config, cfg.to_dict())
+        logger.info("classes: %s", [CLASS_ABBREVS[i] for i in class_idx])
+        logger.info("parameters: %.3fM; groups per scale %s; train %d, val %d ECGs; %d steps/epoch; device %s x%d",
+                    count_parameters(core) / 1e6, core.groups_per_scale, len(train_ds), len(val_ds),
+                    steps_per_epoch, device, info.world_size)
+
+    def save(epoch: int, periodic: bool) -> None:
+        if not info.is_main:
+            return
+        ckpt = {"model": core.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
+                              "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min},
+                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "config": cfg.to_dict(),
+                "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
+                "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
+                "dataset": args.dataset, "rng": rng_state(), "code_version": git_version(),
+                "torch_version": torch.__version__}
+        atomic_torch_save(ckpt, ckpt_path)
+        if periodic:
+            atomic_torch_save(ckpt, save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
+
+    model.train()
+    for epoch in range(start_epoch, args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
+        loader_gen.manual_seed(args.seed * 100003 + epoch)
+        if info.distributed:
+            sampler.set_epoch(epoch)
+        sums = {k: torch.zeros((), device=device, dtype=torch.float64) for k in ("loss", "recon", "kl", "nelbo")}
+        nb, t0 = 0, time.time()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main, leave=False)
+        for x, y in bar:
+            if args.max_steps and step >= args.max_steps:
+                break
+            x, y = x.to(device, dtype, non_blocking=True), y.to(device, dtype, non_blocking=True)
+            lr = lr_at(step, epoch, args, steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            kl_w = kl_coeff(step, args.kl_anneal_portion * total_steps, args.kl_const_portion * total_steps,
+                            args.kl_const_coeff)
+            if args.weight_decay_norm_anneal:
+                wdn = math.exp((1 - kl_w) * math.log(args.weight_decay_norm_init) + kl_w * math.log(args.weight_decay_norm))
+            else:
+                wdn = args.weight_decay_norm
+            opt.zero_grad(set_to_none=True)
+            with _autocast(device, args.amp):
+                loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn)
+            if not torch.isfinite(loss):
+                logger.error("non-finite loss %s at step %d (epoch %d); stopping. The last good checkpoint is %s",
+                             loss.item(), step, epoch + 1, ckpt_path if ckpt_path.exists() else "none (none was saved yet)")
+                writer.close()
+                return 3
+            scaler.scale(loss).backward()
+            if args.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sums["loss"] += loss.detach().double()
+            for k in ("recon", "kl", "nelbo"):
+                sums[k] += parts[k].detach().double()
+            nb += 1
+            step += 1
+            if info.is_main and step % args.log_every == 0:
+                vals = {k: (v / nb).item() for k, v in sums.items()}
+                bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
+                for k, v in vals.items():
+                    writer.add_scalar(f"train/{k}_avg", v, step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/kl_coeff", kl_w, step)
+                writer.add_scalar("train/bn_loss", parts["bn_loss"].item(), step)
+                writer.add_scalar("kl/total_active", num_active_units(out.kl_diag), step)
+        if nb == 0:
+            break
+        if info.distributed:
+            for v in sums.values():
+                dist.all_reduce(v)
+            nb *= info.world_size
+        vals = {k: (v / nb).item() for k, v in sums.items()}
+        epoch_done = epoch + 1
+        active = num_active_units(out.kl_diag)
+        if info.is_main:
+            n_per_point = cfg.num_input_channels * length
+            logger.info("epoch %d step %d: loss %.2f nelbo %.2f (%.4f nats/point) recon %.2f kl %.2f active %d "
+                        "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch_done, step, vals["loss"], vals["nelbo"],
+                        vals["nelbo"] / n_per_point, vals["recon"], vals["kl"], active, lr, kl_w,
+                        time.time() - t0, nb * args.batch_size / max(time.time() - t0, 1e-9))
+            for k, v in vals.items():
+                writer.add_scalar(f"epoch/train_{k}", v, epoch_done)
+            writer.add_scalar("epoch/active_units", active, epoch_done)
+            writer.add_scalar("epoch/lr", lr, epoch_done)
+            last = epoch_done == args.epochs or (args.max_steps and step >= args.max_steps)
+            if val_loader is not None and (epoch_done % args.eval_every == 0 or last):
+                do_iw = args.iw_samples if (last or (args.iw_every and epoch_done % args.iw_every == 0)) else 0
+                v_nelbo, v_nll = evaluate(core, val_loader, device, dtype, do_iw, args.max_val_batches, args.amp)
+                writer.add_scalar("epoch/val_nelbo", v_nelbo, epoch_done)
+                msg = f"epoch {epoch_done}: val nelbo {v_nelbo:.2f}"
+                if do_iw:
+                    writer.add_scalar("epoch/val_iw_nll", v_nll, epoch_done)
+                    msg += f", val IW NLL (K={do_iw}) {v_nll:.2f}"
+                logger.info(msg)
+            if args.sample_every and (epoch_done % args.sample_every == 0 or last):
+                _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed)
+            save(epoch_done, periodic=bool(args.save_every) and epoch_done % args.save_every == 0)
+            writer.flush()
+    if info.is_main:
+        logger.info("done: %d steps; checkpoint %s", step, ckpt_path)
+        writer.close()
+    if info.distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepare the PhysioNet/CinC Challenge 2021 data (PTB-XL, Georgia, Ningbo) for every model in the repo.
+# Usage: scripts/prepare_data.sh [RAW_DIR] [OUT_DIR]
+#   RAW_DIR: folder holding ptb-xl/, georgia/, ningbo/ as in the Challenge 2021 training set
+#   OUT_DIR: where the prepared arrays go
+# Environment: PYTHON (interpreter), WORKERS (processes), PTBXL_DATABASE (optional ptbxl_database.csv for strat_fold)
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RAW_DIR="${1:-${RAW_DIR:-$REPO/data/challenge2021}}"
+OUT_DIR="${2:-${OUT_DIR:-$REPO/data/prepared}}"
+PYTHON="${PYTHON:-python}"
+WORKERS="${WORKERS:-$(nproc)}"
+SPLIT_ARGS=(--split_mode random)
+if [[ -n "${PTBXL_DATABASE:-}" ]]; then
+    SPLIT_ARGS=(--split_mode strat_fold --ptbxl_database "$PTBXL_DATABASE")
+fi
+cd "$REPO"
+"$PYTHON" -m nvae_ecg.data.prepare "$RAW_DIR" "$OUT_DIR" \
+    --datasets ptb-xl georgia ningbo \
+    --fs 500 \
+    --length 5000 \
+    --lower_percentile 2.5 \
+    --upper_percentile 97.5 \
+    --split_fractions 0.8 0.1 0.1 \
+    --seed 0 \
+    --workers "$WORKERS" \
+    "${SPLIT_ARGS[@]}"
