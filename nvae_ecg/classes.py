@@ -58,15 +58,25 @@ def class_index(key: str) -> int:
     return _BY_KEY[k]
 
 
+def _column(key) -> int:
+    # Integer column indices pass through (checked); anything else is an abbreviation or a code.
+    if isinstance(key, int) or (hasattr(key, "dtype") and getattr(key, "dtype").kind in "iu"):
+        k = int(key)
+        if not 0 <= k < NUM_CLASSES:
+            raise ValueError(f"class column {k} out of range 0..{NUM_CLASSES - 1}")
+        return k
+    return class_index(key)
+
+
 def resolve_classes(spec: str | Sequence[str] | None) -> list[int]:
-    """Column indices for a comma-separated string or list of abbreviations/codes; None or 'all' means every class."""
+    """Column indices for a comma-separated string or a list of abbreviations, codes or column indices; None/'all': every class."""
     if spec is None:
         return list(range(NUM_CLASSES))
     if isinstance(spec, str):
         if spec.strip().lower() in ("", "all"):
             return list(range(NUM_CLASSES))
         spec = [s for s in spec.split(",") if s.strip()]
-    idx = [class_index(s) for s in spec]
+    idx = [_column(s) for s in spec]
     if len(set(idx)) != len(idx):
         raise ValueError(f"class list {list(spec)} names a class twice")
     return idx

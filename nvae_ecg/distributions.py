@@ -119,11 +119,13 @@ class DiscMixLogistic8:
         b, _, length = param.shape
         self.num_mix = num_mix
         self.max_val = float(2 ** num_bits - 1)
-        self.logit_probs = param[:, :num_mix]                                   # B, M, L
-        rest = param[:, num_mix:].reshape(b, 2 * NUM_LEADS + NUM_COEFFS, num_mix, length)
-        self.means = rest[:, :NUM_LEADS]                                        # B, 8, M, L
-        self.log_scales = torch.clamp(rest[:, NUM_LEADS:2 * NUM_LEADS], min=-7.0)  # B, 8, M, L
-        self.coeffs = torch.tanh(rest[:, 2 * NUM_LEADS:])                       # B, 16, M, L
+        # split (not slicing) so that the backward pass is one concatenation, not one zero-filled copy per slice.
+        self.logit_probs, rest = param.split([num_mix, (PARAMS_PER_MIXTURE - 1) * num_mix], dim=1)  # B, M, L
+        rest = rest.reshape(b, 2 * NUM_LEADS + NUM_COEFFS, num_mix, length)
+        means, log_scales, coeffs = rest.split([NUM_LEADS, NUM_LEADS, NUM_COEFFS], dim=1)
+        self.means = means                                                      # B, 8, M, L
+        self.log_scales = torch.clamp(log_scales, min=-7.0)                     # B, 8, M, L
+        self.coeffs = torch.tanh(coeffs)                                        # B, 16, M, L
         self._cols, self._scatter = _coupling_index(param.device, param.dtype)
 
     # -- coupling ------------------------------------------------------------------------------------------------
@@ -162,29 +164,29 @@ class DiscMixLogistic8:
         xs = 2.0 * x.to(self.means.dtype) - 1.0                                 # B, 8, L in [-1, 1]
         mean = self.means + self._couple(self.coeffs, xs)                        # B, 8, M, L
         xs = xs.unsqueeze(2)                                                     # B, 8, 1, L
-        centered = xs - mean
         inv_s = torch.exp(-self.log_scales)
         half_bin = 1.0 / self.max_val
-        plus_in = inv_s * (centered + half_bin)
-        min_in = inv_s * (centered - half_bin)
-        mid_in = inv_s * centered
-        # PixelCNN++ / NVAE DiscMixLogistic.log_prob, with one refinement: to the right of the mean the CDF
-        # difference is taken as sigmoid(-min_in) - sigmoid(-plus_in) (the same number in exact arithmetic),
-        # which avoids the cancellation of two sigmoids close to 1.
-        right = mid_in > 0
-        hi_arg = torch.where(right, -min_in, plus_in)
-        lo_arg = torch.where(right, -plus_in, min_in)
-        cdf_delta = torch.sigmoid(hi_arg) - torch.sigmoid(lo_arg)
-        log_cdf_plus = -F.softplus(-plus_in)                                     # log sigmoid(plus_in)
-        log_one_minus_cdf_min = -F.softplus(min_in)                              # log(1 - sigmoid(min_in))
-        log_pdf_mid = mid_in - self.log_scales - 2.0 * F.softplus(mid_in)
-        # Mid-point fallback when the bin mass underflows: pdf(centre) * bin width, bin width = 2 / max_val.
-        log_mid = torch.where(cdf_delta > 1e-5, torch.log(torch.clamp(cdf_delta, min=1e-10)),
-                              log_pdf_mid - math.log(self.max_val / 2.0))
-        # Open-ended edge bins with symmetric thresholds half a bin inside [-1, 1] (the authors' port used
-        # -0.999 and 0.99, which made the top edge bin 2.5 bins wide and broke normalisation).
+        plus_in = inv_s * (xs - mean + half_bin)
+        min_in = inv_s * (xs - mean - half_bin)
+        # The mass of bin [x - h, x + h] is sigmoid(plus_in) - sigmoid(min_in). PixelCNN++ / NVAE subtract the
+        # two sigmoids and fall back to the mid-point density when the difference underflows. Here the exact
+        # factorisation
+        #     sigmoid(p) - sigmoid(m) = sigmoid(p) * sigmoid(-m) * (1 - exp(-(p - m))),   p - m = 2h / s,
+        # is used in log space: every factor is computed stably (log-sigmoids and log(-expm1)), so nothing
+        # underflows and no fallback is needed, even many scales into the tails. The open-ended edge bins are
+        # the single factors: lower edge log sigmoid(p), upper edge log sigmoid(-m) = log(1 - sigmoid(m)).
+        log_cdf_plus = -F.softplus(-plus_in)                                     # log sigmoid(p)
+        log_one_minus_cdf_min = -F.softplus(min_in)                              # log sigmoid(-m)
+        # Clamp: a logistic thousands of bins wide would make w underflow to 0 and its log -inf.
+        w = torch.clamp(inv_s * (2.0 * half_bin), min=1e-30)
+        log_width_term = torch.log(-torch.expm1(-w))                             # log(1 - exp(-(p - m)))
+        # Edge bins with symmetric thresholds half a bin inside [-1, 1] (the authors' port used -0.999 and 0.99,
+        # which made the top edge bin 2.5 bins wide and broke normalisation). Masks broadcast over components.
         lo, hi = -1.0 + half_bin, 1.0 - half_bin
-        log_probs = torch.where(xs < lo, log_cdf_plus, torch.where(xs > hi, log_one_minus_cdf_min, log_mid))
+        not_upper = (xs <= hi).to(xs.dtype)                                      # B, 8, 1, L
+        not_lower = (xs >= lo).to(xs.dtype)
+        interior = not_upper * not_lower
+        log_probs = log_cdf_plus * not_upper + log_one_minus_cdf_min * not_lower + log_width_term * interior
         log_probs = log_probs.sum(dim=1) + F.log_softmax(self.logit_probs, dim=1)  # B, M, L
         return torch.logsumexp(log_probs, dim=1)                                  # B, L
 

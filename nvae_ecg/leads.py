@@ -20,8 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
 
 #: Lead order of the PhysioNet/CinC Challenge 2021 headers (and of every 12-lead array here).
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -43,14 +44,21 @@ for _k in range(6):
 EIGHT_TO_TWELVE = _M
 
 
+def _is_tensor(x) -> bool:
+    # torch is imported lazily: data preparation never needs it, and importing it costs ~0.6 GB per worker.
+    # An object can only be a tensor if torch has already been imported by its creator.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _move(x, axis: int):
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.movedim(axis, -1)
     return np.moveaxis(np.asarray(x), axis, -1)
 
 
 def _unmove(x, axis: int):
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.movedim(-1, axis)
     return np.moveaxis(x, -1, axis)
 
@@ -64,7 +72,9 @@ def twelve_to_eight(x, axis: int = -2):
     """Select the 8 independent leads (I, III, V1..V6) from a 12-lead array or tensor."""
     _check(x, 12, axis, "twelve_to_eight")
     idx = list(INDEPENDENT_IDX)
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         return x.index_select(axis if axis >= 0 else x.ndim + axis, torch.tensor(idx, device=x.device))
     return np.take(np.asarray(x), idx, axis=axis)
 
@@ -72,7 +82,9 @@ def twelve_to_eight(x, axis: int = -2):
 def eight_to_twelve(x, axis: int = -2):
     """Expand 8 independent leads to 12 leads with Einthoven's and Goldberger's identities."""
     _check(x, 8, axis, "eight_to_twelve")
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         m = torch.as_tensor(EIGHT_TO_TWELVE, dtype=x.dtype, device=x.device)
         y = _move(x, axis) @ m.T
         return _unmove(y, axis)
@@ -85,7 +97,7 @@ def eight_to_twelve(x, axis: int = -2):
 def limb_identity_error(x12, axis: int = -2) -> float:
     """Largest absolute violation of the four limb-lead identities in a 12-lead array (same units)."""
     _check(x12, 12, axis, "limb_identity_error")
-    if isinstance(x12, torch.Tensor):
+    if _is_tensor(x12):
         x12 = x12.detach().cpu().double().numpy()
     x = np.moveaxis(np.asarray(x12, dtype=np.float64), axis, -2)
     if x.size == 0:

@@ -33,6 +33,32 @@ RESIDUAL_SCALE = 0.1
 CELL_TYPES = ("normal", "down", "up")
 
 
+class _CPUELUFunction(torch.autograd.Function):
+    """ELU with alpha 1 as exp(min(x, 0)) - 1 + max(x, 0); its gradient is exp(min(x, 0)) (1 for x > 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(torch.clamp(x, max=0))
+        ctx.save_for_backward(e)
+        return torch.clamp(x, min=0) + (e - 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (e,) = ctx.saved_tensors
+        return grad * e
+
+
+class ELU(nn.Module):
+    """ELU (alpha 1); on CPU computed through exp, which is several times faster than ATen's expm1-based kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply ELU."""
+        # Device (not data) dispatch: CUDA's fused F.elu is already fast and supports double backward.
+        if x.device.type == "cpu":
+            return _CPUELUFunction.apply(x)
+        return F.elu(x)
+
+
 def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> torch.Tensor:
     """NVAE weight normalisation: exp(log_norm) * w / (||w|| + 1e-5), norm per output channel."""
     # NVAE neural_operations.py normalize_weight_jit; the norm runs over every axis but the first.
@@ -77,7 +103,7 @@ class BNActConv(nn.Module):
         self.upsample = stride == -1
         self.bn = nn.BatchNorm1d(c_in, eps=BN_EPS, momentum=BN_MOMENTUM)
         if act == "elu":
-            self.act = nn.ELU()
+            self.act = ELU()
         elif act == "swish":
             self.act = nn.SiLU()
         else:

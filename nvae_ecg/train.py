@@ -430,7 +430,11 @@ def main(args: argparse.Namespace) -> int:
             last = epoch_done == args.epochs or (args.max_steps and step >= args.max_steps)
             if val_loader is not None and (epoch_done % args.eval_every == 0 or last):
                 do_iw = args.iw_samples if (last or (args.iw_every and epoch_done % args.iw_every == 0)) else 0
-                v_nelbo, v_nll = evaluate(core, val_loader, device, dtype, do_iw, args.max_val_batches, args.amp)
+                # Evaluation draws its own seeded randomness so that it never shifts the training RNG
+                # stream (a resumed run must see exactly the same latent draws).
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(args.seed + 7919 * epoch_done)
+                    v_nelbo, v_nll = evaluate(core, val_loader, device, dtype, do_iw, args.max_val_batches, args.amp)
                 writer.add_scalar("epoch/val_nelbo", v_nelbo, epoch_done)
                 msg = f"epoch {epoch_done}: val nelbo {v_nelbo:.2f}"
                 if do_iw:

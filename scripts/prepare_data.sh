@@ -18,7 +18,9 @@ cd "$REPO"
 "$PYTHON" -m nvae_ecg.data.prepare "$RAW_DIR" "$OUT_DIR" \
     --datasets ptb-xl georgia ningbo \
     --fs 500 \
-    --length 5000 \
+    --seconds 10 \
+    --pad_mode zero \
+    --min_seconds 5 \
     --lower_percentile 2.5 \
     --upper_percentile 97.5 \
     --split_fractions 0.8 0.1 0.1 \

@@ -1,0 +1,351 @@
+"""The conditional 1-D NVAE of cNVAE-ECG: a class-conditioned hierarchical VAE for 8-lead ECGs.
+
+Architecture (NVAE model.py, Vahdat & Kautz 2020 Sec. 3 and Fig. 2, in 1-D as in
+paper Sec. III): stem conv -> pre-process blocks (residual cells, each block
+ending with a down cell) -> bottom-up encoder tower over ``num_latent_scales``
+scales -> top-down decoder tower that, group by group, forms the prior from the
+decoder state and the posterior from the encoder feature combined with that
+state -> post-process blocks (each starting with an up cell) -> ELU + conv to
+the parameters of the 8-lead discretised logistic mixture
+(``nvae_ecg.distributions.DiscMixLogistic8``).
+
+Class conditioning (paper Sec. III-B): the learned top-of-hierarchy feature map
+(NVAE's ``prior_ftr0``) is one tensor per class, ``H`` of shape
+(num_classes, C_top, L_top); a record's feature map is the sum over its active
+classes, ``h = einsum('bk,kcl->bcl', y, H)``. The encoder sees the same code:
+``h`` is average-pooled over its length, projected to the stem's channels by a
+1x1 convolution and added (broadcast over time) to the stem output. This
+follows the authors' ``model_conditional_1d_ultra.py`` (``add_label``), which
+derives the encoder embedding from the summed ``prior_ftr0`` with a conv whose
+kernel spans the whole top length; pooling + 1x1 conv is the same kind of linear
+map of ``y`` with far fewer parameters and no dependence on the top length.
+
+Lengths: the network runs at ``cfg.padded_length``, ``cfg.length`` rounded up to
+a multiple of 2^(num_preprocess_blocks + num_latent_scales - 1) by replicating
+the last sample (in [-1, 1] space) at the right end. The output is cropped back
+to ``cfg.length``, so the likelihood covers only the real samples (the decoder
+factorises over time, so dropping the padded positions marginalises them out
+exactly) and a sampled ECG has exactly ``cfg.length`` samples.
+
+Example::
+
+    python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder, count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nvae_ecg.config import ModelConfig
+from nvae_ecg.distributions import PARAMS_PER_MIXTURE, DiscMixLogistic8, Normal
+from nvae_ecg.neural_operations import (
+    CHANNEL_MULT,
+    Cell,
+    Conv1D,
+    ELU,
+    DecCombinerCell,
+    EncCombinerCell,
+    normalize_weight,
+)
+
+
+class VAEOutput(NamedTuple):
+    """What ``AutoEncoder.forward`` returns (NVAE's 5-tuple, named)."""
+
+    logits: torch.Tensor            # (B, 33 * M, L) decoder parameters, cropped to L
+    log_q: torch.Tensor             # (B,) sum of log q(z|x) over all groups
+    log_p: torch.Tensor             # (B,) sum of log p(z) over all groups
+    kl_all: list[torch.Tensor]      # per group (decoder order): (B,) KL summed over channels and length
+    kl_diag: list[torch.Tensor]     # per group: (num_latent_per_group,) KL summed over length, mean over batch
+
+
+def groups_per_scale(num_scales: int, num_groups_per_scale: int, ada_groups: bool,
+                     min_groups: int = 1, divider: int = 2) -> list[int]:
+    """Latent groups per scale from high to low resolution (NVAE utils.groups_per_scale)."""
+    out, n = [], num_groups_per_scale
+    for _ in range(num_scales):
+        out.append(n)
+        if ada_groups:
+            n = max(min_groups, n // divider)
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class AutoEncoder(nn.Module):
+    """Conditional 1-D NVAE over 8-lead ECGs (see the module docstring for the layout)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_latent_scales = cfg.num_latent_scales
+        self.groups_per_scale = groups_per_scale(cfg.num_latent_scales, cfg.num_groups_per_scale,
+                                                 cfg.ada_groups, cfg.min_groups_per_scale)
+        self.num_groups = sum(self.groups_per_scale)
+        self.padded_length = cfg.padded_length
+        pre = cfg.num_preprocess_blocks
+        scales = cfg.num_latent_scales
+        top_mult = CHANNEL_MULT ** (pre + scales - 1)
+        self.top_length = self.padded_length // cfg.total_downsampling
+        top_channels = cfg.num_channels_dec * top_mult
+        arch, se = cfg.arch_instance, cfg.use_se
+        c_enc, c_dec, c_z = cfg.num_channels_enc, cfg.num_channels_dec, cfg.num_latent_per_group
+
+        # Per-class top feature maps (NVAE prior_ftr0, uniform init as there); paper Sec. III-B.
+        self.class_features_table = nn.Parameter(torch.rand(cfg.num_classes, top_channels, self.top_length))
+
+        # ---- encoder --------------------------------------------------------------------------------------
+        self.stem = Conv1D(cfg.num_input_channels, c_enc, 3, padding=1, bias=True)
+        self.class_to_enc = Conv1D(top_channels, c_enc, 1, bias=True)
+        pre_cells, mult = [], 1
+        for _ in range(pre):
+            for c in range(cfg.num_preprocess_cells):
+                if c == cfg.num_preprocess_cells - 1:
+                    pre_cells.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se))
+                    mult *= CHANNEL_MULT
+                else:
+                    pre_cells.append(Cell(c_enc * mult, c_enc * mult, "normal", arch, se))
+        self.pre_process = nn.Sequential(*pre_cells)
+
+        # Encoder tower, high to low resolution; groups_per_scale[s] groups at encoder scale s.
+        self.enc_cells = nn.ModuleList()
+        self.enc_combiners = nn.ModuleList()
+        self.enc_down = nn.ModuleList()
+        for s in range(scales):
+            for g in range(self.groups_per_scale[s]):
+                self.enc_cells.append(nn.Sequential(
+                    *[Cell(c_enc * mult, c_enc * mult, "normal", arch, se) for _ in range(cfg.num_cell_per_cond_enc)]))
+                if not (s == scales - 1 and g == self.groups_per_scale[s] - 1):
+                    # The topmost group's posterior comes from enc0 alone, so it has no combiner.
+                    self.enc_combiners.append(EncCombinerCell(c_enc * mult, c_dec * mult))
+            if s < scales - 1:
+                self.enc_down.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se))
+                mult *= CHANNEL_MULT
+        self.enc0 = nn.Sequential(ELU(), Conv1D(c_enc * mult, c_enc * mult, 1, bias=True), ELU())
+
+        # ---- samplers (decoder order: lowest resolution first) --------------------------------------------
+        self.enc_sampler = nn.ModuleList()
+        self.dec_sampler = nn.ModuleList()
+        for s in range(scales):
+            for g in range(self.groups_per_scale[scales - s - 1]):
+                self.enc_sampler.append(Conv1D(c_enc * mult, 2 * c_z, 3, padding=1, bias=True))
+                if not (s == 0 and g == 0):  # the top group's prior is a fixed standard Normal
+                    self.dec_sampler.append(nn.Sequential(ELU(), Conv1D(c_dec * mult, 2 * c_z, 1, bias=True)))
+            mult //= CHANNEL_MULT if s < scales - 1 else 1
+
+        # ---- decoder ----------------------------------------------------------------------------------------
+        mult = top_mult
+        self.dec_cells = nn.ModuleList()
+        self.dec_combiners = nn.ModuleList()
+        self.dec_up = nn.ModuleList()
+        for s in range(scales):
+            for g in range(self.groups_per_scale[scales - s - 1]):
+                if not (s == 0 and g == 0):
+                    self.dec_cells.append(nn.Sequential(
+                        *[Cell(c_dec * mult, c_dec * mult, "normal", arch, se) for _ in range(cfg.num_cell_per_cond_dec)]))
+                self.dec_combiners.append(DecCombinerCell(c_dec * mult, c_z))
+            if s < scales - 1:
+                self.dec_up.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se))
+                mult //= CHANNEL_MULT
+        post_cells = []
+        for _ in range(cfg.num_postprocess_blocks):
+            for c in range(cfg.num_postprocess_cells):
+                if c == 0:
+                    post_cells.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se))
+                    mult //= CHANNEL_MULT
+                else:
+                    post_cells.append(Cell(c_dec * mult, c_dec * mult, "normal", arch, se))
+        self.post_process = nn.Sequential(*post_cells)
+        if mult != 1:  # guaranteed by ModelConfig (equal pre/post blocks); guards future edits
+            raise RuntimeError(f"decoder ends at channel multiplier {mult}, expected 1")
+        self.output_layer = nn.Sequential(
+            ELU(), Conv1D(c_dec, PARAMS_PER_MIXTURE * cfg.num_mixture_dec, 3, padding=1, bias=True))
+
+        # Power-iteration state of spectral_norm_parallel, keyed by weight-matrix shape (NVAE sr_u / sr_v).
+        self._sr_u: dict[tuple[int, int], torch.Tensor] = {}
+        self._sr_v: dict[tuple[int, int], torch.Tensor] = {}
+        self.sn_first_iters = 30
+        self.sn_iters = 1
+
+    # ---- helpers -------------------------------------------------------------------------------------------------
+    def class_features(self, y: torch.Tensor) -> torch.Tensor:
+        """Top feature map h (B, C_top, L_top) of multi-hot y: the sum of the active classes' maps."""
+        table = self.class_features_table
+        return torch.einsum("bk,kcl->bcl", y.to(table.dtype), table)
+
+    def _check_y(self, y: torch.Tensor, batch: Optional[int]) -> None:
+        k = self.cfg.num_classes
+        if y.dim() != 2 or y.shape[1] != k or (batch is not None and y.shape[0] != batch):
+            want = f"({batch if batch is not None else 'B'}, {k})"
+            raise ValueError(f"class labels y must have shape {want} (multi-hot float), got {tuple(y.shape)}")
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        want = (self.cfg.num_input_channels, self.cfg.length)
+        if x.dim() != 3 or tuple(x.shape[1:]) != want:
+            raise ValueError(
+                f"x must have shape (B, {want[0]}, {want[1]}) (leads I, III, V1..V6 scaled to [0, 1], "
+                f"cfg.length={self.cfg.length}), got {tuple(x.shape)}; resample/crop the ECG or build the model "
+                "with a matching ModelConfig.length"
+            )
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Map [0, 1] -> [-1, 1] and right-pad to the network length by replicating the last sample."""
+        x = 2.0 * x - 1.0
+        pad = self.padded_length - x.shape[-1]
+        if pad:
+            x = F.pad(x, (0, pad), mode="replicate")
+        return x
+
+    def decoder_output(self, logits: torch.Tensor) -> DiscMixLogistic8:
+        """The 8-lead logistic mixture parameterised by (cropped) decoder logits."""
+        return DiscMixLogistic8(logits, self.cfg.num_mixture_dec, num_bits=self.cfg.num_x_bits)
+
+    # ---- inference + generation ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
+        """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group."""
+        self._check_x(x)
+        self._check_y(y, x.shape[0])
+        h = self.class_features(y)
+        x = x.to(self.stem.weight.dtype)
+
+        # Bottom-up pass (NVAE AutoEncoder.forward); the class code is added to the stem output.
+        s = self.stem(self._pad(x)) + self.class_to_enc(h.mean(dim=2, keepdim=True))
+        s = self.pre_process(s)
+        enc_feats = []
+        gi = 0
+        for sc in range(self.num_latent_scales):
+            for _ in range(self.groups_per_scale[sc]):
+                s = self.enc_cells[gi](s)
+                if gi < self.num_groups - 1:
+                    enc_feats.append(s)  # consumed by this group's combiner on the way down
+                gi += 1
+            if sc < self.num_latent_scales - 1:
+                s = self.enc_down[sc](s)
+
+        # Top group: q from enc0, p = N(0, I).
+        mu_q, log_sig_q = torch.chunk(self.enc_sampler[0](self.enc0(s)), 2, dim=1)
+        q = Normal(mu_q, log_sig_q)
+        z = q.sample()
+        p = Normal.standard(z)
+        qs, ps, zs = [q], [p], [z]
+
+        # Top-down pass; decoder group j >= 1 uses encoder feature / combiner number T-1-j (NVAE reverses them).
+        s = h
+        j = 0
+        for sc in range(self.num_latent_scales):
+            for _ in range(self.groups_per_scale[self.num_latent_scales - sc - 1]):
+                if j > 0:
+                    s = self.dec_cells[j - 1](s)
+                    mu_p, log_sig_p = torch.chunk(self.dec_sampler[j - 1](s), 2, dim=1)
+                    e = self.num_groups - 1 - j
+                    ftr = self.enc_combiners[e](enc_feats[e], s)
+                    mu_q, log_sig_q = torch.chunk(self.enc_sampler[j](ftr), 2, dim=1)
+                    # Residual posterior (NVAE Sec. 3.2, res_dist): q is parameterised relative to p.
+                    if self.cfg.res_dist:
+                        q = Normal(mu_p + mu_q, log_sig_p + log_sig_q)
+                    else:
+                        q = Normal(mu_q, log_sig_q)
+                    z = q.sample()
+                    p = Normal(mu_p, log_sig_p)
+                    qs.append(q)
+                    ps.append(p)
+                    zs.append(z)
+                s = self.dec_combiners[j](s, z)
+                j += 1
+            if sc < self.num_latent_scales - 1:
+                s = self.dec_up[sc](s)
+        s = self.post_process(s)
+        logits = self.output_layer(s)[..., : self.cfg.length]
+
+        kl_all, kl_diag = [], []
+        log_q = log_p = 0.0
+        for q, p, z in zip(qs, ps, zs):
+            kl = q.kl(p)                                        # B, C_z, L_z (float32 or wider)
+            kl_diag.append(kl.sum(dim=2).mean(dim=0))
+            kl_all.append(kl.sum(dim=(1, 2)))
+            log_q = log_q + q.log_p(z).sum(dim=(1, 2))
+            log_p = log_p + p.log_p(z).sum(dim=(1, 2))
+        return VAEOutput(logits, log_q, log_p, kl_all, kl_diag)
+
+    def sample_logits(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+        """Decoder logits (B, 33 * M, cfg.length) for z drawn from the prior with temperature t."""
+        self._check_y(y, None)
+        if not t > 0:
+            raise ValueError(f"sampling temperature must be > 0, got {t}")
+        s = self.class_features(y)
+        z_shape = (y.shape[0], self.cfg.num_latent_per_group, self.top_length)
+        z = Normal.standard(s.new_zeros(z_shape), temp=t).sample()
+        j = 0
+        for sc in range(self.num_latent_scales):
+            for _ in range(self.groups_per_scale[self.num_latent_scales - sc - 1]):
+                if j > 0:
+                    s = self.dec_cells[j - 1](s)
+                    mu_p, log_sig_p = torch.chunk(self.dec_sampler[j - 1](s), 2, dim=1)
+                    z = Normal(mu_p, log_sig_p, temp=t).sample()
+                s = self.dec_combiners[j](s, z)
+                j += 1
+            if sc < self.num_latent_scales - 1:
+                s = self.dec_up[sc](s)
+        s = self.post_process(s)
+        return self.output_layer(s)[..., : self.cfg.length]
+
+    def sample(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+        """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise."""
+        return self.decoder_output(self.sample_logits(y, t)).sample(t)
+
+    # ---- regularisers (NVAE Sec. 3.3 / model.py) ------------------------------------------------------------------
+    def batchnorm_loss(self) -> torch.Tensor:
+        """Sum over BatchNorm layers of max |gamma| (NVAE AutoEncoder.batchnorm_loss)."""
+        by_size: dict[int, list[torch.Tensor]] = {}
+        for m in self.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.SyncBatchNorm)) and m.affine:
+                by_size.setdefault(m.weight.numel(), []).append(m.weight)
+        # Layers with the same width are stacked so the loss costs one reduction per width.
+        total = self.stem.weight.new_zeros(())
+        for ws in by_size.values():
+            total = total + torch.stack(ws).abs().amax(dim=1).sum()
+        return total
+
+    def spectral_norm_parallel(self) -> torch.Tensor:
+        """Sum of the largest singular values of all weight-normalised conv weights (NVAE spectral regulariser).
+
+        Weights are grouped by their (C_out, C_in * k) matrix shape and handled by batched power iteration;
+        the singular-vector estimates persist between calls (``sn_first_iters`` iterations on the first call,
+        ``sn_iters`` afterwards) and the returned value is differentiable (u^T W v with u, v fixed).
+        """
+        groups: dict[tuple[int, int], list[Conv1D]] = {}
+        for m in self.modules():
+            if isinstance(m, Conv1D):
+                key = (m.weight.shape[0], m.weight[0].numel())
+                groups.setdefault(key, []).append(m)
+        total = self.stem.weight.new_zeros(())
+        device_type = self.stem.weight.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            for key, convs in groups.items():
+                w = torch.cat([c.weight.flatten(1) for c in convs])              # G * rows, cols
+                lw = torch.cat([c.log_weight_norm.flatten(1) for c in convs])    # G * rows, 1
+                wn = normalize_weight(w, lw).view(len(convs), *key)              # G, rows, cols
+                with torch.no_grad():
+                    wd = wn.detach()
+                    u, v = self._sr_u.get(key), self._sr_v.get(key)
+                    iters = self.sn_iters
+                    if u is None or u.shape[0] != wd.shape[0]:
+                        gen = torch.Generator().manual_seed(0)
+                        u = F.normalize(torch.randn(wd.shape[0], key[0], generator=gen), dim=1, eps=1e-3)
+                        v = F.normalize(torch.randn(wd.shape[0], key[1], generator=gen), dim=1, eps=1e-3)
+                        iters = self.sn_first_iters
+                    u, v = u.to(wd), v.to(wd)
+                    for _ in range(iters):
+                        v = F.normalize(torch.bmm(u.unsqueeze(1), wd).squeeze(1), dim=1, eps=1e-3)
+                        u = F.normalize(torch.bmm(wd, v.unsqueeze(2)).squeeze(2), dim=1, eps=1e-3)
+                    self._sr_u[key], self._sr_v[key] = u, v
+                sigma = torch.bmm(u.unsqueeze(1), torch.bmm(wn, v.unsqueeze(2)))
+                total = total + sigma.sum()
+        return total

@@ -1,0 +1,133 @@
+"""End to end on demo data: train a tiny cNVAE-ECG, resume bit-for-bit, stop on NaN, generate 12-lead ECGs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvae_ecg import generate, train
+from nvae_ecg.classes import CLASS_ABBREVS, class_index
+from nvae_ecg.leads import limb_identity_error
+from nvae_ecg.samples import read_samples
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from nvae_ecg.data import prepare, synthetic
+
+    root = tmp_path_factory.mktemp("demo")
+    synthetic.main(synthetic.parse_args([str(root / "raw"), "--n_ptbxl", "90", "--n_georgia", "12",
+                                         "--n_ningbo", "12", "--seed", "3", "--workers", "1"]))
+    prepare.main(prepare.parse_args([str(root / "raw"), str(root / "prepared"), "--workers", "1",
+                                     "--datasets", "ptb-xl"]))
+    return root / "prepared"
+
+
+def _train_args(prepared, root, save, *extra):
+    return train.parse_args([
+        "--data_dir", str(prepared), "--root", str(root), "--save", save, "--config", "tiny",
+        "--batch_size", "8", "--epochs", "2", "--num_workers", "0", "--seed", "5", "--log_every", "2",
+        "--iw_samples", "2", "--max_val_batches", "1", "--sample_every", "0", "--save_every", "1",
+        "--percent_epochs", "50", *extra])
+
+
+def _params(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    assert train.main(_train_args(prepared, root, "straight")) == 0
+    return root
+
+
+def test_run_folder_and_checkpoint(trained):
+    run = trained / "straight"
+    assert (run / "args.json").is_file() and (run / "log.txt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["classes"] == list(CLASS_ABBREVS)
+    assert ckpt["config"]["num_classes"] == 9 and ckpt["config"]["length"] == 5000
+    assert (run / "checkpoints" / "epoch_0001.pt").is_file()
+    assert "val IW NLL" in (run / "log.txt").read_text()
+
+
+def test_resume_is_bit_for_bit(prepared, trained):
+    root = trained
+    steps_per_epoch = torch.load(trained / "straight" / "checkpoints" / "epoch_0001.pt", map_location="cpu",
+                                 weights_only=False)["step"]
+    assert train.main(_train_args(prepared, root, "killed", "--max_steps", str(steps_per_epoch))) == 0
+    half = _params(root / "killed" / "checkpoints" / "latest.pt")
+    assert train.main(_train_args(prepared, root, "killed", "--resume")) == 0
+    a = _params(root / "straight" / "checkpoints" / "latest.pt")
+    b = _params(root / "killed" / "checkpoints" / "latest.pt")
+    assert any(not torch.equal(half[k], b[k]) for k in b)  # the resumed run did train
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_refuses_to_overwrite_a_run(prepared, trained):
+    assert train.main(_train_args(prepared, trained, "straight")) == 2
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(prepared, tmp_path, monkeypatch, caplog):
+    real = train.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        loss, parts, out = real(*a, **k)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 8 else loss), parts, out
+
+    monkeypatch.setattr(train, "compute_loss", poisoned)
+    rc = train.main(_train_args(prepared, tmp_path, "nan"))
+    assert rc == 3
+    log = (tmp_path / "nan" / "log.txt").read_text()
+    assert "non-finite loss" in log and "at step 8" in log
+    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_generate_imbalance_exact_length_and_identities(prepared, trained, tmp_path):
+    out = tmp_path / "gen"
+    rc = generate.main(generate.parse_args([
+        "--checkpoint", str(trained / "straight" / "checkpoints" / "latest.pt"), "--data_dir", str(prepared),
+        "--task_type", "imbalance", "--factor", "0.05", "--out_dir", str(out), "--batch_size", "16",
+        "--device", "cpu"]))
+    assert rc == 0
+    s = read_samples(out)
+    assert s.signals.shape[1:] == (12, 5000) and len(s) > 0
+    assert limb_identity_error(np.asarray(s.signals)) < 1e-5  # float32 rounding of mV values only
+    assert (s.labels.sum(axis=1) == 1).all() and s.labels[:, class_index("SR")].sum() == 0
+    assert s.meta["generator"] == "cnvae" and s.meta["task_type"] == "imbalance"
+    assert np.isfinite(s.signals).all()
+
+
+def test_generate_custom_and_wfdb_readable_by_prepare(prepared, trained, tmp_path):
+    from nvae_ecg.data import prepare
+
+    raw = tmp_path / "raw"
+    rc = generate.main(generate.parse_args([
+        "--checkpoint", str(trained / "straight" / "checkpoints" / "latest.pt"), "--task_type", "custom",
+        "--labels", "SR,LAD", "--count", "3", "--labels", "AF", "--count", "2", "--format", "wfdb",
+        "--out_dir", str(raw / "ptb-xl"), "--device", "cpu"]))
+    assert rc == 0
+    assert len(list((raw / "ptb-xl").glob("*.hea"))) == 5
+    prepare.main(prepare.parse_args([str(raw), str(tmp_path / "prep"), "--workers", "1",
+                                     "--datasets", "ptb-xl", "--no_filter"]))
+    labels = np.load(tmp_path / "prep" / "ptb-xl" / "labels.npy")
+    assert labels.shape == (5, 9)
+    assert sorted(labels[:, class_index("LAD")].tolist()) == [0, 0, 1, 1, 1]
+    assert labels[:, class_index("AF")].sum() == 2
+
+
+def test_class_subset_model_previews_and_rejects_foreign_classes(prepared, tmp_path):
+    # The authors' trainer crashed at its first preview (9-class label, 8-class model); ours samples its own classes.
+    args = _train_args(prepared, tmp_path, "sub", "--classes", "SR,MI,AF", "--max_steps", "3", "--sample_every", "1")
+    assert train.main(args) == 0
+    ckpt = tmp_path / "sub" / "checkpoints" / "latest.pt"
+    with pytest.raises(SystemExit, match="cannot generate"):
+        generate.main(generate.parse_args(["--checkpoint", str(ckpt), "--task_type", "custom", "--labels", "LAD",
+                                           "--count", "1", "--out_dir", str(tmp_path / "g"), "--device", "cpu"]))
