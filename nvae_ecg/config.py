@@ -134,7 +134,7 @@ CONFIGS: dict[str, ModelConfig] = {
         num_postprocess_blocks=2, num_postprocess_cells=2,
         num_latent_scales=2, num_groups_per_scale=4, ada_groups=True,
         num_latent_per_group=4, num_cell_per_cond_enc=1, num_cell_per_cond_dec=1,
-        num_mixture_dec=10,
+        num_mixture_dec=3,
     ),
     # Unit tests only.
     "tiny": ModelConfig(

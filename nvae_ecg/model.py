@@ -49,7 +49,9 @@ from nvae_ecg.neural_operations import (
     ELU,
     DecCombinerCell,
     EncCombinerCell,
-    normalize_weight,
+    batched_weight_norm,
+    group_by_weight_shape,
+    normalized_weights_batched,
 )
 
 
@@ -120,8 +122,8 @@ class AutoEncoder(nn.Module):
         self.enc_down = nn.ModuleList()
         for s in range(scales):
             for g in range(self.groups_per_scale[s]):
-                self.enc_cells.append(nn.Sequential(
-                    *[Cell(c_enc * mult, c_enc * mult, "normal", arch, se) for _ in range(cfg.num_cell_per_cond_enc)]))
+                self.enc_cells.append(nn.Sequential(*[Cell(c_enc * mult, c_enc * mult, "normal", arch, se)
+                                                      for _ in range(cfg.num_cell_per_cond_enc)]))
                 if not (s == scales - 1 and g == self.groups_per_scale[s] - 1):
                     # The topmost group's posterior comes from enc0 alone, so it has no combiner.
                     self.enc_combiners.append(EncCombinerCell(c_enc * mult, c_dec * mult))
@@ -148,8 +150,8 @@ class AutoEncoder(nn.Module):
         for s in range(scales):
             for g in range(self.groups_per_scale[scales - s - 1]):
                 if not (s == 0 and g == 0):
-                    self.dec_cells.append(nn.Sequential(
-                        *[Cell(c_dec * mult, c_dec * mult, "normal", arch, se) for _ in range(cfg.num_cell_per_cond_dec)]))
+                    self.dec_cells.append(nn.Sequential(*[Cell(c_dec * mult, c_dec * mult, "normal", arch, se)
+                                                          for _ in range(cfg.num_cell_per_cond_dec)]))
                 self.dec_combiners.append(DecCombinerCell(c_dec * mult, c_z))
             if s < scales - 1:
                 self.dec_up.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se))
@@ -168,9 +170,12 @@ class AutoEncoder(nn.Module):
         self.output_layer = nn.Sequential(
             ELU(), Conv1D(c_dec, PARAMS_PER_MIXTURE * cfg.num_mixture_dec, 3, padding=1, bias=True))
 
-        # Power-iteration state of spectral_norm_parallel, keyed by weight-matrix shape (NVAE sr_u / sr_v).
-        self._sr_u: dict[tuple[int, int], torch.Tensor] = {}
-        self._sr_v: dict[tuple[int, int], torch.Tensor] = {}
+        # Weight-normalised convs grouped by weight shape (a plain list, not registered): forward normalises each
+        # group's weights in one batch of ops instead of a few ops per layer (thousands of layers in `paper`).
+        self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, Conv1D))
+        # Power-iteration state of spectral_norm_parallel, keyed by weight shape (NVAE sr_u / sr_v).
+        self._sr_u: dict[tuple[int, ...], torch.Tensor] = {}
+        self._sr_v: dict[tuple[int, ...], torch.Tensor] = {}
         self.sn_first_iters = 30
         self.sn_iters = 1
 
@@ -212,6 +217,10 @@ class AutoEncoder(nn.Module):
         """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group."""
         self._check_x(x)
         self._check_y(y, x.shape[0])
+        with batched_weight_norm(self._conv_groups):
+            return self._forward(x, y)
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
         h = self.class_features(y)
         x = x.to(self.stem.weight.dtype)
 
@@ -279,6 +288,10 @@ class AutoEncoder(nn.Module):
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
+        with batched_weight_norm(self._conv_groups):
+            return self._sample_logits(y, t)
+
+    def _sample_logits(self, y: torch.Tensor, t: float) -> torch.Tensor:
         s = self.class_features(y)
         z_shape = (y.shape[0], self.cfg.num_latent_per_group, self.top_length)
         z = Normal.standard(s.new_zeros(z_shape), temp=t).sample()
@@ -300,7 +313,7 @@ class AutoEncoder(nn.Module):
         """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise."""
         return self.decoder_output(self.sample_logits(y, t)).sample(t)
 
-    # ---- regularisers (NVAE Sec. 3.3 / model.py) ------------------------------------------------------------------
+    # ---- regularisers (NVAE Sec. 3.2 spectral regularisation; model.py) ----------------------------------------
     def batchnorm_loss(self) -> torch.Tensor:
         """Sum over BatchNorm layers of max |gamma| (NVAE AutoEncoder.batchnorm_loss)."""
         by_size: dict[int, list[torch.Tensor]] = {}
@@ -316,30 +329,24 @@ class AutoEncoder(nn.Module):
     def spectral_norm_parallel(self) -> torch.Tensor:
         """Sum of the largest singular values of all weight-normalised conv weights (NVAE spectral regulariser).
 
-        Weights are grouped by their (C_out, C_in * k) matrix shape and handled by batched power iteration;
+        Weights are grouped by shape, reshaped to (C_out, C_in * k) matrices and handled by batched power iteration;
         the singular-vector estimates persist between calls (``sn_first_iters`` iterations on the first call,
         ``sn_iters`` afterwards) and the returned value is differentiable (u^T W v with u, v fixed).
         """
-        groups: dict[tuple[int, int], list[Conv1D]] = {}
-        for m in self.modules():
-            if isinstance(m, Conv1D):
-                key = (m.weight.shape[0], m.weight[0].numel())
-                groups.setdefault(key, []).append(m)
         total = self.stem.weight.new_zeros(())
         device_type = self.stem.weight.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            for key, convs in groups.items():
-                w = torch.cat([c.weight.flatten(1) for c in convs])              # G * rows, cols
-                lw = torch.cat([c.log_weight_norm.flatten(1) for c in convs])    # G * rows, 1
-                wn = normalize_weight(w, lw).view(len(convs), *key)              # G, rows, cols
+            for convs in self._conv_groups:
+                key = tuple(convs[0].weight.shape)
+                wn = normalized_weights_batched(convs).flatten(2)                # G, C_out, C_in * k
                 with torch.no_grad():
                     wd = wn.detach()
                     u, v = self._sr_u.get(key), self._sr_v.get(key)
                     iters = self.sn_iters
                     if u is None or u.shape[0] != wd.shape[0]:
                         gen = torch.Generator().manual_seed(0)
-                        u = F.normalize(torch.randn(wd.shape[0], key[0], generator=gen), dim=1, eps=1e-3)
-                        v = F.normalize(torch.randn(wd.shape[0], key[1], generator=gen), dim=1, eps=1e-3)
+                        u = F.normalize(torch.randn(wd.shape[0], wd.shape[1], generator=gen), dim=1, eps=1e-3)
+                        v = F.normalize(torch.randn(wd.shape[0], wd.shape[2], generator=gen), dim=1, eps=1e-3)
                         iters = self.sn_first_iters
                     u, v = u.to(wd), v.to(wd)
                     for _ in range(iters):

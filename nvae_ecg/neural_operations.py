@@ -18,6 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterable, Optional, Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -68,7 +71,12 @@ def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> tor
 
 
 class Conv1D(nn.Conv1d):
-    """nn.Conv1d with NVAE's weight normalisation (learned log-norm per output channel)."""
+    """nn.Conv1d with NVAE's weight normalisation (learned log-norm per output channel).
+
+    The normalised weight is computed in ``forward`` with a handful of tensor ops. A parent model may instead
+    hand in weights normalised for many layers at once (``batched_weight_norm``), which saves thousands of tiny
+    kernel launches per step in a deep NVAE; the layer then uses ``weight_override`` for the duration.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = False) -> None:
@@ -79,6 +87,7 @@ class Conv1D(nn.Conv1d):
         with torch.no_grad():
             init = torch.linalg.vector_norm(self.weight, dim=(1, 2), keepdim=True)
         self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
+        self.weight_override: Optional[torch.Tensor] = None
 
     def normalized_weight(self) -> torch.Tensor:
         """The weight actually used by the convolution."""
@@ -86,8 +95,39 @@ class Conv1D(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve with the normalised weight."""
-        return F.conv1d(x, self.normalized_weight(), self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        w = self.weight_override
+        if w is None:
+            w = self.normalized_weight()
+        return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def group_by_weight_shape(convs: Iterable[Conv1D]) -> list[list[Conv1D]]:
+    """Partition weight-normalised convs into lists with identical weight shapes (stable order)."""
+    groups: dict[tuple[int, ...], list[Conv1D]] = {}
+    for c in convs:
+        groups.setdefault(tuple(c.weight.shape), []).append(c)
+    return list(groups.values())
+
+
+def normalized_weights_batched(group: Sequence[Conv1D]) -> torch.Tensor:
+    """Normalised weights (G, C_out, C_in, k) of same-shape convs, computed in one batch of tensor ops."""
+    w = torch.stack([c.weight for c in group])
+    lw = torch.stack([c.log_weight_norm for c in group])
+    return normalize_weight(w.flatten(0, 1), lw.flatten(0, 1)).view_as(w)
+
+
+@contextlib.contextmanager
+def batched_weight_norm(groups: Sequence[Sequence[Conv1D]]):
+    """Within the block, every conv of ``groups`` uses a weight normalised together with its shape group."""
+    try:
+        for group in groups:
+            for conv, w in zip(group, normalized_weights_batched(group).unbind(0)):
+                conv.weight_override = w
+        yield
+    finally:
+        for group in groups:
+            for conv in group:
+                conv.weight_override = None
 
 
 class BNActConv(nn.Module):

@@ -1,6 +1,6 @@
 """Training objectives of cNVAE-ECG: KL warm-up and balancing, reconstruction loss, importance weights.
 
-Ports of the loss helpers in NVAE's ``utils.py`` (Vahdat & Kautz 2020, Sec. 3.3
+Ports of the loss helpers in NVAE's ``utils.py`` (Vahdat & Kautz 2020, Sec. 3.2
 and Appendix A: KL warm-up, KL balancing across groups, active units) adapted to
 the 1-D ECG model: the reconstruction loss sums the 8-lead mixture
 log-likelihood over time, and ``log_iw`` returns the single-draw importance
@@ -61,7 +61,7 @@ def kl_balancer(kl_all: Sequence[torch.Tensor], kl_coeff: float = 1.0, kl_balanc
     """Weighted KL (B,), per-group coefficients and mean per-group KL (NVAE utils.kl_balancer).
 
     During warm-up (kl_coeff < 1) with kl_balance, groups are re-weighted in proportion to their batch-mean KL
-    divided by alpha_i, which keeps low-KL groups from collapsing (NVAE Sec. 3.3, Appendix A).
+    divided by alpha_i, which keeps low-KL groups from collapsing (NVAE Appendix A).
     """
     kl = torch.stack(list(kl_all), dim=1)                      # B, G
     kl_vals = kl.mean(dim=0)

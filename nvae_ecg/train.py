@@ -345,7 +345,7 @@ def main(args: argparse.Namespace) -> int:
     def save(epoch: int, periodic: bool) -> None:
         if not info.is_main:
             return
-        ckpt = {"model": core.state_dict(), "optimizer": opt.state_dict(),
+        ckpt = {"kind": "cnvae", "model": core.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
                               "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min},
                 "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "config": cfg.to_dict(),

@@ -93,7 +93,7 @@ CONFIGS: dict[str, GANConfig] = {
     # CPU smoke runs at the full length: G widths 100..4, D widths 8..800.
     "small": GANConfig(model_size=20, disc_model_size=8),
     # Unit tests only.
-    "tiny": GANConfig(model_size=5, disc_model_size=2, latent_dim=16),
+    "tiny": GANConfig(model_size=20, disc_model_size=2, latent_dim=16),
 }
 
 

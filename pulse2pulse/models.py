@@ -114,6 +114,7 @@ class _ConditionalGenerator(nn.Module):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
+        """Shape of one example's noise (without the batch axis)."""
         raise NotImplementedError
 
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -150,6 +151,7 @@ class WaveGANStarGenerator(_ConditionalGenerator):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
+        """(latent_dim,): one noise vector per ECG."""
         return (self.cfg.latent_dim,)
 
     def condition(self, y: torch.Tensor) -> torch.Tensor:
@@ -197,6 +199,7 @@ class Pulse2PulseGenerator(_ConditionalGenerator):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
+        """(8, 5000): one noise signal per ECG."""
         return (self.cfg.num_channels, self.cfg.length)
 
     def condition(self, y: torch.Tensor) -> torch.Tensor:
@@ -272,7 +275,9 @@ class WaveGANDiscriminator(nn.Module):
             raise ValueError(f"discriminator input must be (B, {self.cfg.num_channels}, {self.cfg.length}), "
                              f"got {tuple(x.shape)}")
         h = self.features(x)
-        out = self.fc(h.flatten(1)).squeeze(1)
+        # Matrix-vector form of self.fc: same result, but the weight gradient keeps the parameter's memory
+        # layout, which DistributedDataParallel's gradient buckets expect.
+        out = torch.mv(h.flatten(1), self.fc.weight.squeeze(0).to(h.dtype)) + self.fc.bias.to(h.dtype)
         if self.class_embedding is not None:
             if y is None:
                 raise ValueError("the projection discriminator needs the labels y")

@@ -324,7 +324,6 @@ def main(args: argparse.Namespace) -> int:
         stop_reason = "max_steps"
     elif args.max_hours > 0 and prev_seconds >= args.max_hours * 3600:
         stop_reason = "time budget"
-    epoch = epoch0
     for epoch in range(epoch0, args.epochs):
         if stop_reason:
             break
@@ -376,9 +375,12 @@ def main(args: argparse.Namespace) -> int:
                     return nan_exit(f"in epoch {epoch + 1}")
                 if info.is_main:
                     avg = (sums / torch.tensor([nb] * (len(keys) - 1) + [max(ng, 1)], device=device)).tolist()
+                    if ng == 0:
+                        avg[-1] = float("nan")  # no generator step yet in this epoch
                     bar.set_postfix(W=f"{avg[1]:.3f}", gp=f"{avg[2]:.3f}", g=f"{avg[5]:.3f}")
                     for k, v in zip(keys, avg):
-                        writer.add_scalar(f"train/{k}_avg", v, step)
+                        if not (k == "g_loss" and ng == 0):
+                            writer.add_scalar(f"train/{k}_avg", v, step)
                     writer.add_scalar("train/hours", train_seconds() / 3600, step)
                 if over:
                     stop_reason = "time budget"
@@ -399,6 +401,8 @@ def main(args: argparse.Namespace) -> int:
             dist.all_reduce(sums)
             counts = counts * info.world_size
         avg = dict(zip(keys, (sums / counts).tolist()))
+        if ng == 0:
+            avg["g_loss"] = float("nan")  # no generator step in this (part of an) epoch
         complete = batch_in_epoch >= steps_per_epoch
         epoch_done = epoch + 1 if complete else epoch
         elapsed = time.time() - t0
@@ -410,7 +414,8 @@ def main(args: argparse.Namespace) -> int:
                         avg["g_loss"], elapsed, nb / max(elapsed, 1e-9),
                         nb * args.batch_size * info.world_size / max(elapsed, 1e-9), train_seconds() / 3600)
             for k, v in avg.items():
-                writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                if not (k == "g_loss" and ng == 0):
+                    writer.add_scalar(f"epoch/{k}", v, epoch + 1)
             if args.sample_every and complete and ((epoch + 1) % args.sample_every == 0 or epoch + 1 == args.epochs):
                 _sample_figures(g_core, writer, step, device, train_ds.bounds, class_names, args.seed)
         save(epoch_done, 0 if complete else batch_in_epoch,

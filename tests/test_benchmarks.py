@@ -18,7 +18,7 @@ from nvae_ecg.classes import CLASS_ABBREVS, class_index, resolve_classes
 from nvae_ecg.counts import plan_summary
 from nvae_ecg.samples import SampleWriter
 from train_test.classifier import Standardizer, TrainConfig, fit, make_loader, predict
-from train_test.data import (EcgSet, GeneratedSet, Source, discover_generated, enrichment_plan, generated_source,
+from train_test.data import (EcgSet, Source, discover_generated, enrichment_plan, generated_source,
                              lead_stats, pick_generated)
 from train_test.metrics import auroc, bootstrap_auroc, rank_auroc, select_best_epoch
 from train_test.results import ResultsStore

@@ -110,6 +110,16 @@ def test_microvolt_units_are_rescaled(tmp_path):
     np.testing.assert_allclose(read_record(hea).signal, np.round(x * 1000) / 1000, atol=1e-9)
 
 
+def test_non_integer_gain_is_written_exactly(tmp_path):
+    # A rounded gain in the header (e.g. 204.9 for 204.918...) would rescale every sample slightly wrong.
+    gain = 1000.0 / 4.88  # Georgia/Ningbo-like 4.88 uV steps
+    x = np.random.default_rng(2).normal(0, 0.4, size=(12, 800))
+    hea, _ = write_challenge_record(tmp_path / "E00001", x, 500, gain=gain, age=float("nan"), sex=None)
+    np.testing.assert_allclose(read_record(hea).signal, np.round(x * gain) / gain, rtol=0, atol=1e-12)
+    comments = hea.read_text().splitlines()[13:]
+    assert comments[:2] == ["# Age: NaN", "# Sex: Unknown"] and comments[-1] == "# Sx: Unknown"
+
+
 def test_write_read_roundtrip_and_header_reader(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(0, 0.5, size=(12, 2500))

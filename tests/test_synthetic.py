@@ -19,7 +19,8 @@ from scipy import signal as sps
 
 from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, codes_to_multihot
 from nvae_ecg.data import synthetic
-from nvae_ecg.data.synthetic import make_dataset, simulate_ecg, write_challenge_record
+from nvae_ecg.data.challenge import write_challenge_record
+from nvae_ecg.data.synthetic import make_dataset, simulate_ecg
 from nvae_ecg.leads import LEADS12, limb_identity_error
 
 FS = 500
@@ -61,8 +62,8 @@ def _dx(rec) -> list[str]:
 def test_write_read_roundtrip(tmp_path, lower):
     sim = _sim(["SR", "LVH"], 1)
     x = sim.signal
-    write_challenge_record(tmp_path / "g1" / "HR00007", x, FS, 56, "Female", ["426783006", "164873001", "59118001"],
-                           lowercase_units=lower)
+    write_challenge_record(tmp_path / "g1" / "HR00007", x, FS, age=56, sex="Female",
+                           dx=["426783006", "164873001", "59118001"], units="mv" if lower else "mV")
     rec = wfdb.rdrecord(str(tmp_path / "g1" / "HR00007"))
     assert rec.p_signal.shape == (5000, 12) and rec.fs == FS and list(rec.sig_name) == list(LEADS12)
     assert set(rec.units) == {"mv" if lower else "mV"} and set(rec.adc_gain) == {1000.0}
@@ -77,7 +78,7 @@ def test_write_read_roundtrip(tmp_path, lower):
 
 
 def test_write_unknown_age_sex(tmp_path):
-    write_challenge_record(str(tmp_path / "G000001"), np.zeros((12, 300)), FS, None, None, ["164889003"],
+    write_challenge_record(str(tmp_path / "G000001"), np.zeros((12, 300)), FS, age=None, sex=None, dx=["164889003"],
                            sx_line=False)
     rec = wfdb.rdrecord(str(tmp_path / "G000001"))
     assert rec.sig_len == 300 and rec.checksum == [0] * 12
@@ -85,10 +86,15 @@ def test_write_unknown_age_sex(tmp_path):
 
 
 def test_write_rejects_bad_signal(tmp_path):
-    with pytest.raises(ValueError, match="12, n_samples"):
-        write_challenge_record(tmp_path / "A", np.zeros((8, 100)), FS, 50, "Male", ["426783006"])
-    with pytest.raises(ValueError, match="int16"):
-        write_challenge_record(tmp_path / "A", np.full((12, 100), 40.0), FS, 50, "Male", ["426783006"])
+    with pytest.raises(ValueError, match=r"A\.hea: signal must be \(12, n_samples\)"):
+        write_challenge_record(tmp_path / "A", np.zeros((8, 100)), FS, age=50, sex="Male", dx=["426783006"])
+    with pytest.raises(ValueError, match=r"A\.hea: .*int16"):
+        write_challenge_record(tmp_path / "A", np.full((12, 100), 40.0), FS, age=50, sex="Male", dx=["426783006"])
+    x = np.zeros((12, 100))
+    x[3, 7] = np.nan
+    with pytest.raises(ValueError, match=r"A\.hea: .*NaN"):
+        write_challenge_record(tmp_path / "A", x, FS, age=50, sex="Male", dx=["426783006"])
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def _header_shape(path: Path) -> list[str]:

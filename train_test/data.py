@@ -131,7 +131,7 @@ class EcgSet(Dataset):
         return x[0], y[0]
 
 
-def lead_stats(sources: Sequence[Source], chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def lead_stats(sources: Sequence[Source], chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead mean and standard deviation (float64 accumulation) over all samples of the given sources."""
     total, total_sq, count, n_leads = None, None, 0, None
     for s in sources:

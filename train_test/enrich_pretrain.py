@@ -127,8 +127,9 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out_dir)
     config = {"prepared_dir": str(Path(args.prepared_dir).resolve()), "source": args.source,
               "pretrain_classes": pre_names, "reference": CLASS_ABBREVS[class_index(args.reference)],
-              "target_classes": {t: [CLASS_ABBREVS[c] for c in tgt_cols[t]] for t in args.targets},
-              "pretrain_epochs": pre_cfg.epochs, **cfg.identity()}
+              "pretrain_epochs": pre_cfg.epochs, **cfg.identity(),
+              # One key per target, so runs over different targets can share a results file.
+              **{f"target_classes/{t}": [CLASS_ABBREVS[c] for c in tgt_cols[t]] for t in args.targets}}
     store = ResultsStore(out / RESULTS_NAME, "enrich_pretrain", config, overwrite=args.overwrite)
     store.data.setdefault("pretrain", {})
 

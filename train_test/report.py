@@ -43,6 +43,12 @@ from train_test.results import load_results  # noqa: E402
 EXPERIMENTS = ("enrich_train", "enrich_pretrain")
 ARM_LABELS = {"none": "No pretraining", "real": "PTB-XL (real)"}
 TABLE_NAMES = {"georgia": "Table VI (Georgia)", "ningbo": "Table VII (Ningbo)", "ptb-xl": "PTB-XL"}
+DATASET_NAMES = {"georgia": "Georgia", "ningbo": "Ningbo", "ptb-xl": "PTB-XL"}
+
+
+def _band(ax, x, mean, std, color, alpha):
+    # AUROC lives in [0, 1]: a +-std band is clipped there rather than drawn past the scale.
+    ax.fill_between(x, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=color, alpha=alpha, lw=0)
 
 
 def _num(x) -> float:
@@ -225,7 +231,8 @@ def plot_train(summary: dict, out_dir: Path, target: str = "MI") -> list[Path]:
         if base.get("mean") is not None:
             ax.axhline(base["mean"], color="black", ls="--", lw=1.2, label="real only (n = 0)")
             if base["n"] > 1:
-                ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="black", alpha=0.08, lw=0)
+                ax.axhspan(max(base["mean"] - base["std"], 0.0), min(base["mean"] + base["std"], 1.0), color="black",
+                           alpha=0.08, lw=0)
         for i, gen in enumerate(sorted(s["generators"])):
             pts = s["generators"][gen]
             props = [p for p in sorted(pts) if pts[p]["mean"] is not None]
@@ -234,7 +241,7 @@ def plot_train(summary: dict, out_dir: Path, target: str = "MI") -> list[Path]:
             c = colors[i % len(colors)]
             ax.plot(props, mean, marker="o", ms=4, color=c, label=gen)
             if any(pts[p]["n"] > 1 for p in props):
-                ax.fill_between(props, mean - std, mean + std, color=c, alpha=0.2, lw=0)
+                _band(ax, props, mean, std, c, 0.18)
         ax.set_xlabel("proportion n of generated ECGs")
         ax.set_ylabel(f"{target} test AUROC")
         ax.set_title(f"Training-set enrichment ({task})")
@@ -262,10 +269,10 @@ def plot_pretrain(summary: dict, out_dir: Path) -> list[Path]:
             ls = "--" if arm["arm"] in ARM_LABELS else "-"
             ax.plot(fr, mean, marker="o", ms=4, color=c, ls=ls, label=label)
             if any(arm["by_fraction"][f]["n"] > 1 for f in fr):
-                ax.fill_between(fr, mean - std, mean + std, color=c, alpha=0.15, lw=0)
+                _band(ax, fr, mean, std, c, 0.15)
         ax.set_xlabel("fraction n of the fine-tuning training split")
         ax.set_ylabel("macro test AUROC")
-        ax.set_title(f"Pretraining enrichment, fine-tuned on {target}")
+        ax.set_title(f"Pretraining enrichment, fine-tuned on {DATASET_NAMES.get(target, target)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         path = out_dir / f"enrich_pretrain_{target}.png"

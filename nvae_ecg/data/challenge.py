@@ -17,7 +17,10 @@ rescaled to mV), non-finite samples (wfdb reads the int16 marker -32768 as NaN) 
 the ``Dx`` line. Every problem raises :class:`RecordError` with a reason key (see
 :data:`REASONS`) and a message naming the file. :func:`resample_to` and
 :func:`fit_length` bring a record to the fixed 500 Hz x 10 s grid without ever
-stretching it in time.
+stretching it in time. :func:`write_challenge_record` writes the same layout atomically
+(``signal`` stored as ``round(x * gain)``; age/sex None written as ``NaN``/``Unknown``) with the
+per-source header quirks as keywords: PTB-XL writes ``units="mv"``, Georgia has no ``# Sx:`` line
+(``sx_line=False``); a wrong shape, NaN/inf or an int16 overflow raises ValueError naming the file.
 
 Example::
 
@@ -378,42 +381,62 @@ def fit_length(signal: np.ndarray, n: int, pad_mode: str = "zero") -> np.ndarray
     raise ValueError(f"pad_mode must be 'zero' or 'edge', got {pad_mode!r}")
 
 
+def _format_header_value(value, unknown: str) -> str:
+    """A header comment value as the Challenge writes it: ``unknown`` for None (and NaN), else ``str(value)``."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return unknown
+    return str(value)
+
+
 def write_challenge_record(
     stem: str | os.PathLike,
     signal_mv: np.ndarray,
     fs: float,
     *,
-    age: float | str = "NaN",
-    sex: str = "Unknown",
+    age: float | str | None = None,
+    sex: str | None = None,
     dx: Sequence[str] = ("426783006",),
     leads: Sequence[str] = LEADS12,
     gain: float = 1000.0,
     units: str = "mV",
+    sx_line: bool = True,
 ) -> tuple[Path, Path]:
-    """Write ``stem.hea`` + ``stem.mat`` in the Challenge 2021 layout (int16, MAT v4, checksums); returns both paths."""
+    """Atomically write ``stem.hea`` + ``stem.mat`` (Challenge 2021 layout, int16 MAT v4); returns both paths."""
     stem = Path(stem)
-    x = np.asarray(signal_mv, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != len(leads):
-        raise ValueError(f"signal_mv must be (n_leads={len(leads)}, n_samples), got {x.shape}")
-    digital = np.round(x * gain)
-    if np.any(np.abs(digital) > 32767):
-        raise ValueError(f"signal exceeds the int16 range at gain {gain}")
-    d = digital.astype("<i2")  # (leads, samples)
     name = stem.name
-    mat_name = name + ".mat"
-    preamble = struct.pack("<5i", _MAT4_INT16_LE, d.shape[0], d.shape[1], 0, 4) + b"val\x00"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    mat_path = stem.with_suffix(".mat")
-    # MAT v4 stores column-major, i.e. sample by sample with the leads interleaved, as WFDB format 16 reads it.
-    mat_path.write_bytes(preamble + np.ascontiguousarray(d.T).tobytes())
-    checks = _checksums(d.T)
-    fs_text = f"{fs:g}"
-    lines = [f"{name} {d.shape[0]} {fs_text} {d.shape[1]}"]
-    for i, lead in enumerate(leads):
-        lines.append(
-            f"{mat_name} 16x1+{len(preamble)} {gain:.1f}(0)/{units} 16 0 {int(d[i, 0])} {int(checks[i])} 0 {lead}"
+    hea_path, mat_path = stem.with_name(name + ".hea"), stem.with_name(name + ".mat")
+    x = np.asarray(signal_mv, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != len(leads) or x.shape[1] < 1:
+        raise ValueError(f"{hea_path}: signal must be ({len(leads)}, n_samples) in {units}, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{hea_path}: signal contains NaN/inf samples; int16 cannot store them")
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"{hea_path}: gain must be a positive number, got {gain!r}")
+    digital = np.round(x * gain)
+    if np.abs(digital).max() > 32767:
+        # -32768 stays free: WFDB reads it as the invalid-sample marker.
+        raise ValueError(
+            f"{hea_path}: signal exceeds +-{32767 / gain:g} {units}, the int16 range at gain {gain:g}/{units}"
         )
-    lines += [f"# Age: {age}", f"# Sex: {sex}", f"# Dx: {','.join(dx)}", "# Rx: Unknown", "# Hx: Unknown", "# Sx: Unknown"]
-    hea_path = stem.with_suffix(".hea")
-    hea_path.write_text("\n".join(lines) + "\n")
+    d = digital.astype("<i2")  # (leads, samples)
+    preamble = struct.pack("<5i", _MAT4_INT16_LE, d.shape[0], d.shape[1], 0, 4) + b"val\x00"
+    checks = _checksums(d.T)
+    # repr keeps the gain exact in the header (e.g. 1000/4.88), so readers rescale by what was digitised.
+    fmt = f"16x1+{len(preamble)} {float(gain)!r}(0)/{units} 16 0"
+    lines = [f"{name} {d.shape[0]} {fs:g} {d.shape[1]}"]
+    lines += [f"{name}.mat {fmt} {int(d[i, 0])} {int(checks[i])} 0 {lead}" for i, lead in enumerate(leads)]
+    lines += [
+        f"# Age: {_format_header_value(age, 'NaN')}",
+        f"# Sex: {_format_header_value(sex, 'Unknown')}",
+        f"# Dx: {','.join(str(c) for c in dx)}",
+        "# Rx: Unknown",
+        "# Hx: Unknown",
+    ] + (["# Sx: Unknown"] if sx_line else [])
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    # MAT v4 stores column-major, i.e. sample by sample with the leads interleaved, as WFDB format 16 reads it.
+    files = {mat_path: preamble + np.ascontiguousarray(d.T).tobytes(), hea_path: ("\n".join(lines) + "\n").encode()}
+    for path, data in files.items():  # the .mat first, so a header never names a half-written signal
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
     return hea_path, mat_path

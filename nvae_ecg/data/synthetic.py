@@ -34,7 +34,8 @@ from scipy import signal as sps
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES, class_index
-from nvae_ecg.leads import LEADS12, eight_to_twelve, twelve_to_eight
+from nvae_ecg.data.challenge import write_challenge_record
+from nvae_ecg.leads import eight_to_twelve, twelve_to_eight
 
 FS = 500
 RHYTHMS = ("SR", "SB", "STach", "AF")
@@ -291,40 +292,6 @@ def simulate_ecg(labels: Sequence[str], fs: float = FS, duration_s: float = 10.0
                         axis, inside)
 
 
-def write_challenge_record(path_without_ext, signal_mV, fs, age, sex, dx_codes, lowercase_units: bool = False,
-                           sx_line: bool = True) -> None:
-    """Write ``<path>.hea`` + ``.mat`` (v4 int16 ``val``, 1000/mV) like the Challenge; None age/sex: NaN/Unknown."""
-    path = Path(path_without_ext)
-    name = path.name
-    x = np.asarray(signal_mV, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != len(LEADS12) or x.shape[1] < 1:
-        raise ValueError(f"{path}: signal must be (12, n_samples) in mV, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{path}: signal contains NaN/inf")
-    digits = np.round(x * 1000.0)
-    if np.abs(digits).max() > 32767:
-        raise ValueError(f"{path}: signal exceeds +-32.767 mV, the int16 range at 1000 units/mV")
-    val = digits.astype("<i2")
-    checksum = (val.astype(np.int64).sum(axis=1) + 32768) % 65536 - 32768  # WFDB 16-bit signed sum
-    unit = "mv" if lowercase_units else "mV"
-    lines = [f"{name} {len(LEADS12)} {fs:g} {val.shape[1]}"]
-    lines += [f"{name}.mat 16x1+24 1000.0(0)/{unit} 16 0 {val[i, 0]} {checksum[i]} 0 {lead}"
-              for i, lead in enumerate(LEADS12)]
-    age = "NaN" if age is None else age  # what the Challenge headers write for unknown values
-    sex = "Unknown" if sex is None else sex
-    lines += [f"# Age: {age}", f"# Sex: {sex}", f"# Dx: {','.join(str(c) for c in dx_codes)}",
-              "# Rx: Unknown", "# Hx: Unknown"] + (["# Sx: Unknown"] if sx_line else [])
-    # MATLAB v4 header: type 30 = little-endian int16 full matrix; column-major data interleaves the
-    # leads per sample, which is why WFDB can read it as format 16 at byte offset 24.
-    mat = np.array([30, val.shape[0], val.shape[1], 0, 4], dtype="<i4").tobytes() + b"val\x00"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files = {".mat": mat + np.ascontiguousarray(val.T).tobytes(), ".hea": ("\n".join(lines) + "\n").encode()}
-    for ext, data in files.items():
-        tmp = path.with_name(f"{name}{ext}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path.with_name(name + ext))
-
-
 def _quantise(x12: np.ndarray, step_uv: float) -> np.ndarray:
     """Put the independent leads on the source's ADC grid (integer uV) and rebuild the derived leads."""
     x8 = np.round(np.round(twelve_to_eight(x12) * 1000.0 / step_uv) * step_uv)
@@ -372,8 +339,8 @@ def _make_record(job) -> dict:
     codes = [PAPER_CLASSES[class_index(c)].snomed for c in labs] + [EXTRA_CODES[e] for e in extras]
     codes = [codes[i] for i in rng.permutation(len(codes))]  # real headers list codes in no fixed order
     name = f"{spec.prefix}{index:05d}"
-    write_challenge_record(Path(root) / source / f"g{(index - 1) // 1000 + 1}" / name, x, FS, age, sex, codes,
-                           spec.lowercase_units, spec.sx_line)
+    write_challenge_record(Path(root) / source / f"g{(index - 1) // 1000 + 1}" / name, x, FS, age=age, sex=sex,
+                           dx=codes, units="mv" if spec.lowercase_units else "mV", sx_line=spec.sx_line)
     return {"source": source, "record": name, "labels": list(labs), "extras": list(extras), "n_samples": x.shape[1]}
 
 

@@ -1,0 +1,170 @@
+"""The sampler driver shared by every generator: flags, the generation plan, and writing the output.
+
+``nvae_ecg.generate`` (cNVAE-ECG) and ``pulse2pulse.generate`` (WaveGAN*, Pulse2Pulse)
+differ only in how a batch of [0, 1] 8-lead ECGs is drawn for a label batch. Everything
+else lives here once: the common command-line flags, the plan of label combinations
+and counts (:func:`nvae_ecg.counts.generation_plan` on the training split, or
+``--labels``/``--count``), the mapping to 12-lead mV with the normalisation bounds
+and the lead algebra, and atomic output in the generated-sample format or as WFDB
+records.
+
+Example::
+
+    python -m nvae_ecg.generate --checkpoint runs/demo/checkpoints/latest.pt --data_dir prepared \\
+        --task_type addition --factor 2 --out_dir generated/cnvae_addition
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
+from nvae_ecg.counts import PlanItem, generation_plan, plan_summary, plan_to_labels
+from nvae_ecg.data.bounds import Bounds
+from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.samples import SampleWriter
+
+#: sample_fn(y, t) -> (B, 8, L) tensor in [0, 1] for a (B, K) float label tensor over the model's classes.
+SampleFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Add the flags every sampler shares (checkpoint, data, plan, output, batch, seed, device, format)."""
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by the generator's trainer")
+    p.add_argument("--data_dir", default=None,
+                   help="prepared data folder; its training split gives the counts for --task_type")
+    p.add_argument("--dataset", default=None, choices=("ptb-xl", "georgia", "ningbo"),
+                   help="prepared dataset for the counts (default: the one the model was trained on)")
+    p.add_argument("--out_dir", required=True, help="output folder (generated-sample format or WFDB records)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out_dir if it exists")
+    p.add_argument("--task_type", default="imbalance", choices=("imbalance", "addition", "custom"),
+                   help="imbalance: fill every class but SR up to the largest; addition: factor x every label "
+                        "combination; custom: --labels and --count")
+    p.add_argument("--factor", type=float, default=None,
+                   help="multiplier of the counts (default 1 for imbalance, 2 for addition as the authors' script)")
+    p.add_argument("--labels", action="append", default=None,
+                   help="custom: a label combination such as 'SR,LAD' (repeatable, one per --count)")
+    p.add_argument("--count", type=int, action="append", default=None, help="custom: ECGs per --labels")
+    p.add_argument("--batch_size", type=int, default=64, help="ECGs per sampling call")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+    p.add_argument("--format", default="npy", choices=("npy", "wfdb"),
+                   help="npy: the repository's generated-sample format; wfdb: Challenge-style .hea/.mat records")
+
+
+def resolve_device(flag: str) -> torch.device:
+    """'auto' -> CUDA when visible, else CPU; 'cuda' without a GPU is an error."""
+    if flag == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was requested but no CUDA device is visible")
+    if flag == "cuda" or (flag == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_plan(args: argparse.Namespace, ckpt: dict, class_cols: Sequence[int]) -> list[PlanItem]:
+    """The plan over the 9 paper columns from --task_type (training-split counts) or --labels/--count."""
+    if args.task_type == "custom":
+        if not args.labels or not args.count or len(args.labels) != len(args.count):
+            raise SystemExit("error: --task_type custom needs matching --labels and --count (one --count per --labels)")
+        plan = []
+        for spec, n in zip(args.labels, args.count):
+            cols = resolve_classes(spec)
+            plan.append(PlanItem(tuple(int(c in cols) for c in range(NUM_CLASSES)), int(n)))
+    else:
+        if args.data_dir is None:
+            raise SystemExit(f"error: --task_type {args.task_type} needs --data_dir (the prepared data, for the counts)")
+        from nvae_ecg.data.datasets import load_prepared, select_indices
+
+        prepared = load_prepared(args.data_dir, args.dataset or ckpt.get("dataset", "ptb-xl"))
+        idx = select_indices(prepared, "train", classes=list(class_cols))
+        sub = np.asarray(prepared.labels[idx])[:, list(class_cols)]
+        plan = []
+        for item in generation_plan(sub, args.task_type, args.factor):
+            row = [0] * NUM_CLASSES  # back from the model's columns to the 9 paper columns
+            for j, c in enumerate(class_cols):
+                row[c] = item.labels[j]
+            plan.append(PlanItem(tuple(row), item.count))
+    for item in plan:
+        foreign = [CLASS_ABBREVS[c] for c in range(NUM_CLASSES) if item.labels[c] and c not in class_cols]
+        if foreign:
+            raise SystemExit(f"error: the model was trained on {ckpt['classes']} and cannot generate {foreign}")
+    return plan
+
+
+def bounds_from_checkpoint(ckpt: dict) -> Bounds:
+    """The [0, 1] <-> mV normalisation stored in a checkpoint."""
+    return Bounds(np.asarray(ckpt["bounds"]["lower"]), np.asarray(ckpt["bounds"]["upper"]))
+
+
+def _batches(plan: Sequence[PlanItem], temps: Sequence[float], batch_size: int):
+    for item, t in zip(plan, temps):
+        for start in range(0, item.count, batch_size):
+            yield np.asarray(item.labels, dtype=np.uint8), min(batch_size, item.count - start), float(t)
+
+
+@torch.no_grad()
+def _draw(sample_fn: SampleFn, row9: np.ndarray, n: int, t: float, class_cols, bounds: Bounds,
+          device: torch.device) -> np.ndarray:
+    y = torch.as_tensor(np.tile(row9[list(class_cols)], (n, 1)), dtype=torch.float32, device=device)
+    x01 = sample_fn(y, t)
+    return eight_to_twelve(bounds.from_unit(x01.double().cpu().numpy())).astype(np.float32)
+
+
+def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: Sequence[int], bounds: Bounds,
+                    args: argparse.Namespace, meta: dict, length: int, device: torch.device,
+                    temps: Sequence[float] | None = None) -> int:
+    """Draw every ECG of the plan and write it (args.format npy or wfdb) atomically to args.out_dir."""
+    n = int(sum(item.count for item in plan))
+    if n == 0:
+        print("nothing to generate: the plan is empty (no class below the reference count?)")
+        return 0
+    temps = [1.0] * len(plan) if temps is None else list(temps)
+    print(f"generating {n} ECGs with {meta.get('generator')}: {plan_summary(plan, CLASS_ABBREVS)}")
+    out = Path(args.out_dir)
+    if args.format == "npy":
+        with SampleWriter(out, n, length=length, overwrite=args.overwrite) as writer:
+            with tqdm(total=n, desc="generating", unit="ECG") as bar:
+                for row, b, t in _batches(plan, temps, args.batch_size):
+                    writer.write(_draw(sample_fn, row, b, t, class_cols, bounds, device), np.tile(row, (b, 1)))
+                    bar.update(b)
+            writer.close(meta)
+        print(f"wrote {n} ECGs to {out}")
+        return 0
+    from nvae_ecg.data.challenge import write_challenge_record
+
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    k = 0
+    try:
+        with tqdm(total=n, desc="generating (wfdb)", unit="ECG") as bar:
+            for row, b, t in _batches(plan, temps, args.batch_size):
+                codes = [CLASS_CODES[c] for c in range(NUM_CLASSES) if row[c]]
+                x12 = _draw(sample_fn, row, b, t, class_cols, bounds, device)
+                for i in range(b):
+                    k += 1
+                    write_challenge_record(tmp / f"G{k:06d}", x12[i], 500, dx=codes)
+                bar.update(b)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {k} WFDB records to {out}")
+    return 0
+
+
+def labels_of(plan: Sequence[PlanItem]) -> np.ndarray:
+    """(N, 9) label matrix of a plan (for BN re-adjustment and checks)."""
+    return plan_to_labels(list(plan), NUM_CLASSES)
