@@ -75,7 +75,7 @@ def plot_ecg12(x12, fs: float = 500.0, title: str | None = None, color: str = "b
     ax.set_yticks([])
     for s in ax.spines.values():
         s.set_visible(False)
-    ax.text(dur - 0.02, -0.25, "25 mm/s, 10 mm/mV", ha="right", va="top", fontsize=6 * scale)
+    ax.text(dur, height + 0.05, "25 mm/s, 10 mm/mV", ha="right", va="bottom", fontsize=6 * scale)
     if title:
         fig.suptitle(title, fontsize=9 * scale, y=0.995)
     return fig
