@@ -300,7 +300,10 @@ def main(args: argparse.Namespace) -> int:
 
     model = AutoEncoder(cfg).to(device=device, dtype=dtype)
     if info.distributed and args.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm runs only on GPUs
+            logger.warning("--sync_bn ignored on CPU: SyncBatchNorm needs CUDA")
     core = model
     opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and args.amp == "fp16"))
