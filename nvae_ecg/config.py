@@ -23,8 +23,25 @@ from typing import Any, Mapping
 ARCH_INSTANCES = ("res_bnelu", "res_bnswish")
 
 
+class DictConfig:
+    """Dict round trip for the dataclass configs stored in checkpoints (ModelConfig, pulse2pulse's GANConfig)."""
+
+    def to_dict(self) -> dict:
+        """Plain-dict copy (JSON-serialisable) of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Build a config from a dict, rejecting keys that are not fields of the class."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys are: {', '.join(sorted(known))}")
+        return cls(**dict(d))
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     """Hyper-parameters of ``nvae_ecg.model.AutoEncoder`` (NVAE flag names)."""
 
     num_input_channels: int = 8
@@ -107,21 +124,6 @@ class ModelConfig:
         """``length`` rounded up to a multiple of ``total_downsampling`` (the length the network sees)."""
         f = self.total_downsampling
         return -(-self.length // f) * f
-
-    def to_dict(self) -> dict:
-        """Plain-dict copy (JSON-serialisable) of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        """Build a config from a dict, rejecting keys that are not ModelConfig fields."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown ModelConfig key(s) {unknown}; valid keys are: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(d))
 
 
 CONFIGS: dict[str, ModelConfig] = {

@@ -27,7 +27,6 @@ from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel

@@ -18,8 +18,10 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from nvae_ecg.config import DictConfig
 
 #: Generators implemented in :mod:`pulse2pulse.models`.
 MODELS = ("wavegan_star", "pulse2pulse")
@@ -30,7 +32,7 @@ ECG_LENGTH = 5000
 
 
 @dataclass
-class GANConfig:
+class GANConfig(DictConfig):
     """Hyper-parameters of the generators and the discriminator in :mod:`pulse2pulse.models`."""
 
     model: str = "wavegan_star"
@@ -72,19 +74,6 @@ class GANConfig:
                 raise ValueError(f"GANConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.shift_factor < 0:
             raise ValueError(f"GANConfig.shift_factor must be >= 0, got {self.shift_factor}")
-
-    def to_dict(self) -> dict:
-        """Plain-dict copy (JSON-serialisable) of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GANConfig":
-        """Build a config from a dict, rejecting keys that are not GANConfig fields."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GANConfig key(s) {unknown}; valid keys are: {', '.join(sorted(known))}")
-        return cls(**dict(d))
 
 
 CONFIGS: dict[str, GANConfig] = {

@@ -1,7 +1,5 @@
 """End to end on demo data: train a tiny cNVAE-ECG, resume bit-for-bit, stop on NaN, generate 12-lead ECGs."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

@@ -36,13 +36,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from multiprocessing import Pool
@@ -54,6 +52,7 @@ from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES, codes_to_multihot
 from nvae_ecg.data.bounds import Bounds
+from nvae_ecg.io import atomic_write_json
 from nvae_ecg.data.challenge import REASONS, RecordError, fit_length, read_header, read_record, resample_to
 from nvae_ecg.leads import INDEPENDENT_IDX, LEADS8
 
@@ -62,11 +61,6 @@ DATASETS = ("ptb-xl", "georgia", "ningbo")
 SPLITS = ("train", "val", "test")
 RECORD_COLUMNS = ("record", "path", "age", "sex", "dx", "fs", "n_samples", "kept", "reason", "index", "split", "detail")
 _COPY_CHUNK = 256  # rows per chunk when copying kept records (about 60 MB of float32)
-
-# Read once at import: os.umask can only be queried by setting it.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
 
 class PrepareError(RuntimeError):
     """A problem that stops the preparation (bad flags, --strict skip, no usable data)."""
@@ -276,21 +270,6 @@ def _versions() -> dict:
 
     return {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
             "wfdb": wfdb.__version__, "pandas": pd.__version__}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temporary file in the same folder + os.replace)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -538,7 +517,7 @@ def prepare_dataset(name: str, args) -> dict:
             "seconds_pass1": round(t_pass1, 3),
             "seconds": round(time.time() - t0, 3),
         }
-        _write_json(tmp / "prepare.json", summary)
+        atomic_write_json(tmp / "prepare.json", summary)
         _swap_into_place(tmp, out_dir / name)
         return summary
     finally:
@@ -603,7 +582,7 @@ def main(args: argparse.Namespace) -> dict:
         if not any(s["status"] == "ok" for s in summaries):
             raise PrepareError(f"no dataset of {raw_dir} had usable records ({', '.join(args.datasets)}); nothing written")
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(out_dir / "prepare.json", overall)
+        atomic_write_json(out_dir / "prepare.json", overall)
         print(f"wrote {', '.join(str(out_dir / s['dataset']) for s in summaries if s['status'] == 'ok')} "
               f"in {overall['seconds']:.1f} s")
         return overall
