@@ -9,7 +9,8 @@ apart (at most 240 bpm) and above 30 % of its 99.5th percentile are QRS
 complexes; each R peak is placed at the largest absolute band-passed value
 within 80 ms of its envelope peak, so beats align on the QRS, whatever its
 polarity. The heart rate is 60 / mean RR interval (the definition used by
-:func:`nvae_ecg.data.synthetic.simulate_ecg`), NaN with fewer than two beats.
+:func:`nvae_ecg.data.synthetic.simulate_ecg`), NaN with fewer than three beats
+(two detections, e.g. at the two ends of a flat or noisy trace, are no rhythm).
 Trailing samples that are exactly zero in every lead (the zero padding of
 records shorter than 10 s) are ignored. Median beats (for overlaying real and
 generated heartbeats) are the sample-wise median of the windows around the R
@@ -39,6 +40,8 @@ REFRACTORY_S = 0.25
 INTEGRATION_S = 0.12
 #: A QRS must exceed this fraction of the envelope's 99.5th percentile.
 THRESHOLD_FRACTION = 0.3
+#: Fewer detected beats than this give no heart rate.
+MIN_BEATS = 3
 #: Default window of a heartbeat around its R peak (s before, s after).
 BEAT_WINDOW = (0.25, 0.45)
 
@@ -91,12 +94,17 @@ def detect_r_peaks(x12, fs: float = 500.0, lead: str = "II") -> np.ndarray:
     return peaks[keep]
 
 
-def heart_rate(x12, fs: float = 500.0, lead: str = "II") -> float:
-    """Heart rate in bpm (60 / mean RR of the detected R peaks); NaN when fewer than two beats are found."""
-    peaks = detect_r_peaks(x12, fs, lead)
-    if len(peaks) < 2:
+def rate_from_peaks(peaks, fs: float = 500.0) -> float:
+    """Heart rate in bpm from R-peak sample indices (60 / mean RR); NaN with fewer than MIN_BEATS peaks."""
+    peaks = np.asarray(peaks)
+    if len(peaks) < MIN_BEATS:
         return float("nan")
     return float(60.0 * fs / np.mean(np.diff(peaks)))
+
+
+def heart_rate(x12, fs: float = 500.0, lead: str = "II") -> float:
+    """Heart rate in bpm (60 / mean RR of the detected R peaks); NaN when fewer than MIN_BEATS beats are found."""
+    return rate_from_peaks(detect_r_peaks(x12, fs, lead), fs)
 
 
 def heart_rates(signals, fs: float = 500.0, lead: str = "II") -> np.ndarray:
@@ -105,10 +113,10 @@ def heart_rates(signals, fs: float = 500.0, lead: str = "II") -> np.ndarray:
 
 
 def median_beat(x12, fs: float = 500.0, lead: str = "I", detect_lead: str = "II",
-                window: tuple[float, float] = BEAT_WINDOW) -> np.ndarray | None:
-    """Median heartbeat of one lead around the R peaks (found on ``detect_lead``); None without a whole beat."""
+                window: tuple[float, float] = BEAT_WINDOW, peaks: np.ndarray | None = None) -> np.ndarray | None:
+    """Median beat of one lead around the R peaks (given, or found on ``detect_lead``); None without a whole beat."""
     x = _lead(x12, lead)
-    peaks = detect_r_peaks(x12, fs, detect_lead)
+    peaks = detect_r_peaks(x12, fs, detect_lead) if peaks is None else np.asarray(peaks, dtype=np.int64)
     before, after = int(round(window[0] * fs)), int(round(window[1] * fs))
     peaks = peaks[(peaks - before >= 0) & (peaks + after <= len(x))]
     if len(peaks) == 0 or len(x) < 3 * fs:
@@ -136,8 +144,7 @@ def main(args: argparse.Namespace) -> None:
     n = len(x) if args.max <= 0 else min(args.max, len(x))
     for i in range(n):
         peaks = detect_r_peaks(np.asarray(x[i]), args.fs, args.lead)
-        hr = 60.0 * args.fs / np.mean(np.diff(peaks)) if len(peaks) > 1 else float("nan")
-        print(f"{i}\t{len(peaks)} beats\t{hr:.1f} bpm")
+        print(f"{i}\t{len(peaks)} beats\t{rate_from_peaks(peaks, args.fs):.1f} bpm")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,124 @@
 #!/usr/bin/env bash
-# One command: install, write the embedded demo data, prepare it, train a small cNVAE-ECG and generate from it.
-# Runs on a laptop CPU in a few minutes; uses a GPU when one is visible.
+# One command, the whole pipeline on the embedded demo data: install, write demo ECGs in the Challenge 2021 layout,
+# prepare them, train a small cNVAE-ECG, a small conditional WaveGAN* and a small Pulse2Pulse, generate the
+# `imbalance` and `addition` sets from each, run both downstream benchmarks (enrich_train: both task types;
+# enrich_pretrain: Georgia and Ningbo) with a small classifier, and write the report (tables + figures).
+# About 15 minutes on 2 CPU cores (QUICK=1: 1-3 minutes); uses a GPU when one is visible.
 # Usage: scripts/quickstart.sh [WORK_DIR]          (default: ./quickstart)
-# Environment: QUICK=1 for the smoke version (fewer records and steps; what the test suite runs),
-#   SKIP_SETUP=1 to use the current python instead of creating .venv, N_PTBXL/N_GEORGIA/N_NINGBO, STEPS, CONFIG.
+#   WORK_DIR/raw, prepared/, runs/ (checkpoints + TensorBoard), generated/, results/, report/report.md
+# Environment:
+#   QUICK=1        smoke version (fewer records, a few steps; what the test suite runs)
+#   SKIP_SETUP=1   use $PYTHON (default: python) instead of creating/updating .venv with scripts/setup_env.sh
+#   Sizes (default full / QUICK=1), all overridable:
+#   N_PTBXL N_GEORGIA N_NINGBO   demo records per source (1200 500 500 / 120 40 40)
+#   VAE_CONFIG VAE_EPOCHS VAE_MAX_STEPS VAE_BATCH   cNVAE-ECG (small 6 0 16 / tiny 1 6 8); 0 steps = all epochs
+#   TEMPERATURE    cNVAE-ECG sampling temperature (0.5; a briefly trained model's output noise is large)
+#   GAN_CONFIG GAN_MINUTES GAN_MAX_STEPS GAN_BATCH  each GAN (small 1.5 0 16 / tiny 0 4 8); 0 minutes = no budget
+#   FACTOR         size of the generated sets relative to Table I's counts (0.25 / 0.2); the proportions below
+#                  must not exceed it
+#   ADDITION_PROPORTIONS IMBALANCE_PROPORTIONS   enrich_train proportions n ("0.1 0.25" / "0.1 0.2")
+#   FRACTIONS      enrich_pretrain fine-tuning fractions ("0.5 1.0")
+#   CLS_ARCH CLS_EPOCHS SEEDS    classifier of both benchmarks (tiny 4 "0" / tiny 1 "0"; paper: xresnet1d101 50)
+#   MAX_PER_CLASS  ECGs per class and source in the report's heart-rate and heartbeat figures (200 / 30)
+#   DEVICE         auto (GPU when visible), cpu or cuda
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$(mkdir -p "${1:-${WORK_DIR:-$PWD/quickstart}}" && cd "${1:-${WORK_DIR:-$PWD/quickstart}}" && pwd)"
+T0=$SECONDS
 if [[ "${SKIP_SETUP:-0}" == "1" ]]; then
     PYTHON="${PYTHON:-python}"
 else
+    echo "[setup] installing the environment (scripts/setup_env.sh)"
     bash "$REPO/scripts/setup_env.sh"
     PYTHON="$REPO/.venv/bin/python"
 fi
 if [[ "${QUICK:-0}" == "1" ]]; then
-    N_PTBXL="${N_PTBXL:-120}"; N_GEORGIA="${N_GEORGIA:-40}"; N_NINGBO="${N_NINGBO:-40}"; STEPS="${STEPS:-6}"
-    CONFIG="${CONFIG:-tiny}"; BATCH="${BATCH:-8}"; GEN_BATCH="${GEN_BATCH:-32}"; FACTOR="${FACTOR:-0.05}"
+    N_PTBXL="${N_PTBXL:-120}"; N_GEORGIA="${N_GEORGIA:-40}"; N_NINGBO="${N_NINGBO:-40}"
+    VAE_CONFIG="${VAE_CONFIG:-tiny}"; VAE_EPOCHS="${VAE_EPOCHS:-1}"; VAE_MAX_STEPS="${VAE_MAX_STEPS:-6}"
+    VAE_BATCH="${VAE_BATCH:-8}"
+    GAN_CONFIG="${GAN_CONFIG:-tiny}"; GAN_MINUTES="${GAN_MINUTES:-0}"; GAN_MAX_STEPS="${GAN_MAX_STEPS:-4}"
+    GAN_BATCH="${GAN_BATCH:-8}"
+    FACTOR="${FACTOR:-0.2}"
+    ADDITION_PROPORTIONS="${ADDITION_PROPORTIONS:-0.1 0.2}"; IMBALANCE_PROPORTIONS="${IMBALANCE_PROPORTIONS:-0.1 0.2}"
+    FRACTIONS="${FRACTIONS:-0.5 1.0}"
+    CLS_ARCH="${CLS_ARCH:-tiny}"; CLS_EPOCHS="${CLS_EPOCHS:-1}"; SEEDS="${SEEDS:-0}"
+    MAX_PER_CLASS="${MAX_PER_CLASS:-30}"
 else
-    N_PTBXL="${N_PTBXL:-1500}"; N_GEORGIA="${N_GEORGIA:-500}"; N_NINGBO="${N_NINGBO:-500}"; STEPS="${STEPS:-300}"
-    CONFIG="${CONFIG:-small}"; BATCH="${BATCH:-16}"; GEN_BATCH="${GEN_BATCH:-64}"; FACTOR="${FACTOR:-0.25}"
+    N_PTBXL="${N_PTBXL:-1200}"; N_GEORGIA="${N_GEORGIA:-500}"; N_NINGBO="${N_NINGBO:-500}"
+    VAE_CONFIG="${VAE_CONFIG:-small}"; VAE_EPOCHS="${VAE_EPOCHS:-6}"; VAE_MAX_STEPS="${VAE_MAX_STEPS:-0}"
+    VAE_BATCH="${VAE_BATCH:-16}"
+    GAN_CONFIG="${GAN_CONFIG:-small}"; GAN_MINUTES="${GAN_MINUTES:-1.5}"; GAN_MAX_STEPS="${GAN_MAX_STEPS:-0}"
+    GAN_BATCH="${GAN_BATCH:-16}"
+    FACTOR="${FACTOR:-0.25}"
+    ADDITION_PROPORTIONS="${ADDITION_PROPORTIONS:-0.1 0.25}"; IMBALANCE_PROPORTIONS="${IMBALANCE_PROPORTIONS:-0.1 0.25}"
+    FRACTIONS="${FRACTIONS:-0.5 1.0}"
+    CLS_ARCH="${CLS_ARCH:-tiny}"; CLS_EPOCHS="${CLS_EPOCHS:-4}"; SEEDS="${SEEDS:-0}"
+    MAX_PER_CLASS="${MAX_PER_CLASS:-200}"
 fi
+DEVICE="${DEVICE:-auto}"
+TEMPERATURE="${TEMPERATURE:-0.5}"
+GAN_HOURS="$(awk -v m="$GAN_MINUTES" 'BEGIN { printf "%.6f", m / 60 }')"
 export PYTHON
 cd "$REPO"
-echo "[1/4] writing demo data (Challenge 2021 layout) to $WORK/raw"
+STAGES=9
+stage() { echo; echo "[$1/$STAGES] $2   ($((SECONDS - T0)) s elapsed)"; }
+
+stage 1 "writing demo data ($N_PTBXL PTB-XL, $N_GEORGIA Georgia, $N_NINGBO Ningbo records) to $WORK/raw"
 "$PYTHON" -m nvae_ecg.data.synthetic "$WORK/raw" --n_ptbxl "$N_PTBXL" --n_georgia "$N_GEORGIA" \
-    --n_ningbo "$N_NINGBO" --seed 0 --overwrite
-echo "[2/4] preparing it into $WORK/prepared"
+    --n_ningbo "$N_NINGBO" --seed 0 --overwrite > "$WORK/synthetic_summary.json"
+
+stage 2 "preparing it into $WORK/prepared (scripts/prepare_data.sh)"
 bash "$REPO/scripts/prepare_data.sh" "$WORK/raw" "$WORK/prepared"
-echo "[3/4] training a $CONFIG cNVAE-ECG for $STEPS steps"
-rm -rf "$WORK/runs/cnvae_$CONFIG"
-CONFIG="$CONFIG" EPOCHS=1000 MAX_STEPS="$STEPS" BATCH_SIZE="$BATCH" AMP=bf16 \
-    EXTRA_ARGS="--num_workers 0 --log_every 10 --iw_samples 2 --max_val_batches 2 --sample_every 0 --save_every 0" \
-    bash "$REPO/scripts/training_conditional.sh" "$WORK/prepared" "$WORK/runs" "cnvae_$CONFIG"
-echo "[4/4] generating imbalance and addition sets"
-TEMPERATURE=0.8 BATCH_SIZE="$GEN_BATCH" FACTOR="$FACTOR" \
-    EXTRA_ARGS="--factor $FACTOR" \
-    bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/cnvae_$CONFIG/checkpoints/latest.pt" "$WORK/prepared" \
+
+stage 3 "training a '$VAE_CONFIG' cNVAE-ECG for $VAE_EPOCHS epoch(s) (scripts/training_conditional.sh)"
+rm -rf "$WORK/runs/cnvae"
+VAE_ARGS="--num_workers 0 --log_every 10 --iw_samples 2 --max_val_batches 2 --sample_every 0 --save_every 0"
+CONFIG="$VAE_CONFIG" EPOCHS="$VAE_EPOCHS" MAX_STEPS="$VAE_MAX_STEPS" BATCH_SIZE="$VAE_BATCH" AMP=bf16 \
+    EXTRA_ARGS="$VAE_ARGS --device $DEVICE" \
+    bash "$REPO/scripts/training_conditional.sh" "$WORK/prepared" "$WORK/runs" cnvae
+
+for GAN in wavegan_star pulse2pulse; do
+    if [[ "$GAN" == "wavegan_star" ]]; then N=4; else N=5; fi
+    BUDGET="$GAN_MINUTES min"
+    if [[ "$GAN_HOURS" == "0.000000" ]]; then BUDGET="no time limit"; fi
+    if [[ "$GAN_MAX_STEPS" != "0" ]]; then BUDGET="$BUDGET, at most $GAN_MAX_STEPS critic steps"; fi
+    stage "$N" "training a '$GAN_CONFIG' $GAN for $BUDGET (scripts/${GAN}_train.sh)"
+    rm -rf "$WORK/runs/$GAN"
+    CONFIG="$GAN_CONFIG" EPOCHS=100000 MAX_HOURS="$GAN_HOURS" MAX_STEPS="$GAN_MAX_STEPS" BATCH_SIZE="$GAN_BATCH" \
+        AMP=bf16 EXTRA_ARGS="--num_workers 0 --log_every 5 --sample_every 0 --save_every 0 --device $DEVICE" \
+        bash "$REPO/scripts/${GAN}_train.sh" "$WORK/prepared" "$WORK/runs" "$GAN"
+done
+
+stage 6 "generating imbalance and addition sets (x$FACTOR of Table I's counts) of every generator"
+rm -rf "$WORK/generated"
+TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
+    bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/cnvae/checkpoints/latest.pt" "$WORK/prepared" \
     "$WORK/generated"
-"$PYTHON" -m nvae_ecg.plot "$WORK/generated/cnvae_imbalance/signals.npy" --index 0 \
-    --title "generated by cNVAE-ECG ($CONFIG, $STEPS steps)" --out "$WORK/example_generated.png"
-echo "done: generated sets in $WORK/generated, example figure $WORK/example_generated.png, TensorBoard logs in $WORK/runs"
+for GAN in wavegan_star pulse2pulse; do
+    BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
+        bash "$REPO/scripts/generate_gan_samples.sh" "$WORK/runs/$GAN/checkpoints/latest.pt" "$WORK/prepared" \
+        "$WORK/generated"
+done
+
+stage 7 "training-set enrichment (Fig. 2/3): MI on PTB-XL, $CLS_ARCH XResNet, $CLS_EPOCHS epoch(s) (scripts/enrich_train.sh)"
+rm -rf "$WORK/results"
+EPOCHS="$CLS_EPOCHS" SEEDS="$SEEDS" ARCH="$CLS_ARCH" BOOTSTRAP=100 TASKS="addition imbalance" \
+    ADDITION_PROPORTIONS="$ADDITION_PROPORTIONS" IMBALANCE_PROPORTIONS="$IMBALANCE_PROPORTIONS" \
+    NUM_WORKERS=0 DEVICE="$DEVICE" \
+    bash "$REPO/scripts/enrich_train.sh" "$WORK/prepared" "$WORK/generated" "$WORK/results/enrich_train" \
+    > "$WORK/enrich_train.log"
+echo "tables: $WORK/results/enrich_train/report/tables.md (log: $WORK/enrich_train.log)"
+
+stage 8 "pretraining enrichment (Tables VI/VII): Georgia and Ningbo, fractions $FRACTIONS (scripts/enrich_pretrain.sh)"
+EPOCHS="$CLS_EPOCHS" PRETRAIN_EPOCHS="$CLS_EPOCHS" SEEDS="$SEEDS" ARCH="$CLS_ARCH" BOOTSTRAP=100 \
+    TARGETS="georgia ningbo" FRACTIONS="$FRACTIONS" PRETRAIN_PROPORTIONS="$FACTOR" NUM_WORKERS=0 DEVICE="$DEVICE" \
+    bash "$REPO/scripts/enrich_pretrain.sh" "$WORK/prepared" "$WORK/generated" "$WORK/results/enrich_pretrain" \
+    > "$WORK/enrich_pretrain.log"
+echo "tables: $WORK/results/enrich_pretrain/report/tables.md (log: $WORK/enrich_pretrain.log)"
+
+stage 9 "writing the report (python -m train_test.report)"
+"$PYTHON" -m train_test.report "$WORK/results" --prepared_dir "$WORK/prepared" --generated_root "$WORK/generated" \
+    --out_dir "$WORK/report" --max_per_class "$MAX_PER_CLASS" > "$WORK/report.log"
+echo
+echo "quickstart finished in $((SECONDS - T0)) s; TensorBoard logs: tensorboard --logdir $WORK/runs"
+echo "done: report at $WORK/report/report.md"

@@ -1,4 +1,4 @@
-"""Tables, CSVs and figures of the downstream benchmarks from their results files.
+"""Tables, CSVs and figures of the downstream benchmarks from their results files, plus real vs. generated ECG figures.
 
 ``python -m train_test.report RESULTS_DIR`` reads every results file of
 :mod:`train_test.enrich_train` and :mod:`train_test.enrich_pretrain` found in
@@ -13,17 +13,24 @@ writes into ``RESULTS_DIR/report`` (or ``--out_dir``):
   the best arm of every row in bold;
 - ``enrich_train_<task>.png``: test AUROC vs. proportion, one line per generator, the real-only
   baseline as a horizontal line, bands of +-1 std when several seeds ran (paper Fig. 2/3);
-- ``enrich_pretrain_<target>.png``: macro test AUROC vs. fine-tuning fraction, one line per arm.
+- ``enrich_pretrain_<target>.png``: macro test AUROC vs. fine-tuning fraction, one line per arm;
+- ``report.md``: the tables with their figures, and, with ``--prepared_dir`` (the real
+  training data) and ``--generated_root``/``--generated`` (generated-sample folders),
+  the ECG figures of :mod:`train_test.figures`: 12-lead clinical plots of real and
+  generated ECGs per class, nearest real neighbours (paper Fig. 4/5), the median
+  lead-I heartbeat (paper Fig. 6) and heart-rate distributions per class. With
+  ``--prepared_dir`` the benchmark results are optional.
 
 Example::
 
-    python -m train_test.report results/benchmarks
+    python -m train_test.report results/benchmarks --prepared_dir data/prepared --generated_root results/generated
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as _dt
 import io
 import json
 import math
@@ -38,6 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nvae_ecg.samples import atomic_write_json  # noqa: E402
+from train_test.figures import add_figure_flags, render_figures  # noqa: E402
 from train_test.results import load_results  # noqa: E402
 
 EXPERIMENTS = ("enrich_train", "enrich_pretrain")
@@ -325,13 +333,26 @@ def pretrain_rows(files: list[dict]) -> list[dict]:
     return rows
 
 
-def build_report(results_dir, out_dir=None) -> dict:
-    """Aggregate, then write report.json, CSVs, tables.md and PNGs; return the aggregated dictionary."""
-    found = find_results(results_dir)
+def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), generated_root=None,
+                 dataset: str = "ptb-xl", max_per_class: int = 200, nn_candidates: int = 2000, seed: int = 0) -> dict:
+    """Aggregate, then write report.json, CSVs, tables.md, report.md and PNGs; return the aggregated dictionary.
+
+    With ``prepared_dir`` the ECG figures of :mod:`train_test.figures` join report.md (real training split of
+    ``dataset`` vs. the generated sets) and the benchmark results become optional.
+    """
+    try:
+        found = find_results(results_dir)
+    except FileNotFoundError:
+        if prepared_dir is None:
+            raise
+        found = {}
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     report = {"sources": {k: [d["_path"] for d in v] for k, v in found.items()}}
     md = ["# Downstream benchmarks\n"]
+    full = ["# cNVAE-ECG report\n",
+            f"Written by `python -m train_test.report` on {_dt.date.today().isoformat()} from `{results_dir}`"
+            + (f", `{prepared_dir}`" if prepared_dir is not None else "") + ".\n"]
     written = []
     if "enrich_train" in found:
         files = found["enrich_train"]
@@ -341,7 +362,9 @@ def build_report(results_dir, out_dir=None) -> dict:
         md.append("## Training-set enrichment (paper Fig. 2, Fig. 3)\n")
         md.append(markdown_train(s, target))
         _write_text(out / "enrich_train.csv", _csv(train_rows(files)))
-        written += [out / "enrich_train.csv", *plot_train(s, out, target)]
+        pngs = plot_train(s, out, target)
+        written += [out / "enrich_train.csv", *pngs]
+        full += [md[-2], md[-1], *[f"![{p.stem}]({p.name})\n" for p in pngs]]
     if "enrich_pretrain" in found:
         files = found["enrich_pretrain"]
         s = summarise_pretrain(files)
@@ -350,13 +373,25 @@ def build_report(results_dir, out_dir=None) -> dict:
         md.append("## Pretraining enrichment (paper Tables VI, VII)\n")
         md.append(markdown_pretrain(s))
         _write_text(out / "enrich_pretrain.csv", _csv(pretrain_rows(files)))
-        written += [out / "enrich_pretrain.csv", *plot_pretrain(s, out)]
+        pngs = plot_pretrain(s, out)
+        written += [out / "enrich_pretrain.csv", *pngs]
+        full += [md[-2], md[-1], *[f"![{p.stem}]({p.name})\n" for p in pngs]]
+    if not found:
+        full.append(f"No benchmark results (enrich_train.json / enrich_pretrain.json) in `{results_dir}`.\n")
+    if prepared_dir is not None:
+        fig = render_figures(prepared_dir, out, generated, generated_root, dataset, max_per_class=max_per_class,
+                             nn_candidates=nn_candidates, seed=seed)
+        report["figures"] = {"prepared_dir": str(prepared_dir), "dataset": dataset, "heart_rate": fig["heart_rate"]}
+        written += [Path(p) for p in fig["written"]]
+        full.append(fig["markdown"])
     text = "\n".join(md)
     _write_text(out / "tables.md", text)
+    _write_text(out / "report.md", "\n".join(full))
     atomic_write_json(out / "report.json", report)
-    written += [out / "tables.md", out / "report.json"]
+    written += [out / "tables.md", out / "report.md", out / "report.json"]
     report["written"] = [str(p) for p in written]
     report["markdown"] = text
+    report["report_md"] = str(out / "report.md")
     return report
 
 
@@ -377,14 +412,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results_dir", help="folder holding enrich_train.json / enrich_pretrain.json (or one level below)")
     p.add_argument("--out_dir", default=None, help="where to write the report (default: RESULTS_DIR/report)")
+    add_figure_flags(p)
     return p.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> None:
     """Write the report and print the Markdown tables."""
-    rep = build_report(args.results_dir, args.out_dir)
+    rep = build_report(args.results_dir, args.out_dir, args.prepared_dir, args.generated, args.generated_root,
+                       args.dataset, args.max_per_class, args.nn_candidates, args.seed)
     print(rep["markdown"])
     print("wrote " + ", ".join(rep["written"]))
+    print(f"report: {rep['report_md']}")
 
 
 if __name__ == "__main__":
