@@ -369,7 +369,7 @@ def render_figures(prepared_dir, out_dir, generated: Sequence[str] = (), generat
     pools = {REAL: real, **gens}
     sources = list(pools)
     written: list[Path] = []
-    md = [f"## Real and generated ECGs\n",
+    md = ["## Real and generated ECGs\n",
           f"Real ECGs: the `{dataset}` training split of `{prepared_dir}` ({len(real)} ECGs). Generators: "
           + (", ".join(f"`{_label(p)}` ({len(p)} ECGs)" for p in gens.values()) or "none given") + ".\n"]
 
