@@ -24,7 +24,26 @@ ARCH_INSTANCES = ("res_bnelu", "res_bnswish")
 
 
 class DictConfig:
-    """Dict round trip for the dataclass configs stored in checkpoints (ModelConfig, pulse2pulse's GANConfig)."""
+    """Dict round trip and field-type checks for the dataclass configs in checkpoints (ModelConfig, GANConfig)."""
+
+    def check_field_types(self) -> None:
+        """Reject values whose type does not match the field's annotation (bool is not accepted as a number)."""
+        name = type(self).__name__
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                ok, what = isinstance(value, bool), "a bool"
+            elif f.type in ("int", int):
+                # bool is an int subclass; reject it so that `length=True` is not silently 1.
+                ok, what = isinstance(value, int) and not isinstance(value, bool), "an int"
+            elif f.type in ("float", float):
+                ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            elif f.type in ("str", str):
+                ok, what = isinstance(value, str), "a str"
+            else:
+                ok, what = True, ""
+            if not ok:
+                raise ValueError(f"{name}.{f.name} must be {what}, got {value!r}")
 
     def to_dict(self) -> dict:
         """Plain-dict copy (JSON-serialisable) of every field."""
@@ -67,18 +86,7 @@ class ModelConfig(DictConfig):
     res_dist: bool = True
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("bool", bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"ModelConfig.{f.name} must be a bool, got {value!r}")
-            elif f.type in ("int", int):
-                # bool is an int subclass; reject it so that `length=True` is not silently 1.
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"ModelConfig.{f.name} must be an int, got {value!r}")
-            elif f.type in ("str", str):
-                if not isinstance(value, str):
-                    raise ValueError(f"ModelConfig.{f.name} must be a str, got {value!r}")
+        self.check_field_types()
         if self.num_input_channels != 8:
             raise ValueError(
                 f"ModelConfig.num_input_channels={self.num_input_channels}: the 8-lead logistic mixture "

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nvae_ecg.classes import resolve_classes
+from nvae_ecg.classes import NUM_CLASSES, resolve_classes
 from nvae_ecg.config import ModelConfig
-from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, labels_of, resolve_device,
+from nvae_ecg.counts import plan_to_labels
+from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, resolve_device,
                                  write_generated)
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.utils import load_checkpoint
@@ -87,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     if args.temperature_range is not None:
         temps = rng.uniform(args.temperature_range[0], args.temperature_range[1], size=len(plan))
     if args.readjust_bn and plan:
-        readjust_bn(model, labels_of(plan)[:, class_cols], args.num_iters, args.batch_size, float(temps.mean()),
+        readjust_bn(model, plan_to_labels(plan, NUM_CLASSES)[:, class_cols], args.num_iters, args.batch_size, float(temps.mean()),
                     device, rng)
     meta = {"generator": args.generator_name, "task_type": args.task_type, "factor": args.factor,
             "checkpoint": str(args.checkpoint), "temperature": args.temperature,

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
-from nvae_ecg.counts import PlanItem, generation_plan, plan_summary, plan_to_labels
+from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.samples import SampleWriter
@@ -164,7 +164,3 @@ def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: S
     print(f"wrote {k} WFDB records to {out}")
     return 0
 
-
-def labels_of(plan: Sequence[PlanItem]) -> np.ndarray:
-    """(N, 9) label matrix of a plan (for BN re-adjustment and checks)."""
-    return plan_to_labels(list(plan), NUM_CLASSES)

@@ -280,13 +280,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
               file=sys.stderr)
         return 2
-    logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
-    seed_everything(args.seed + info.rank)
-
+    # Open the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
     val_ds = GeneratorDataset(args.data_dir, args.dataset, split="val", classes=args.classes)
     if len(train_ds) == 0:
         raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
+    logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
+    seed_everything(args.seed + info.rank)
     class_idx = list(train_ds.classes)
     length = int(train_ds[0][0].shape[-1])
     cfg = build_config(args, num_classes=len(class_idx), length=length)

@@ -47,14 +47,7 @@ class GANConfig(DictConfig):
     cond_discriminator: str = "none"
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"GANConfig.{f.name} must be an int, got {value!r}")
-            if f.type in ("float", float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"GANConfig.{f.name} must be a number, got {value!r}")
-            if f.type in ("str", str) and not isinstance(value, str):
-                raise ValueError(f"GANConfig.{f.name} must be a str, got {value!r}")
+        self.check_field_types()
         if self.model not in MODELS:
             raise ValueError(f"GANConfig.model={self.model!r} is unknown; choose one of {MODELS}")
         if self.cond_discriminator not in COND_DISCRIMINATORS:

@@ -200,11 +200,7 @@ def main(args: argparse.Namespace) -> int:
         if info.is_main:
             print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
         return 2
-    logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
-    seed_everything(args.seed + info.rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-
+    # Open and check the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
     if len(train_ds) == 0:
         raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
@@ -212,6 +208,10 @@ def main(args: argparse.Namespace) -> int:
     if length != 5000:
         raise SystemExit(f"error: {args.data_dir}/{args.dataset} holds ECGs of {length} samples; the GAN "
                          "generators produce exactly 5000 (prepare with --fs 500 --seconds 10)")
+    logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
+    seed_everything(args.seed + info.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     class_names = [CLASS_ABBREVS[i] for i in train_ds.classes]
 
     resume = load_checkpoint(ckpt_path) if args.resume else None

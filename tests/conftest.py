@@ -4,7 +4,8 @@ The 35 real sample records live outside the repository, in
 ``../shared/data/challenge2021-sample`` (override with ``CHALLENGE_SAMPLE_DIR``);
 tests that need them take the ``sample_dir`` fixture and are skipped with a
 reason when the folder is missing. ``synthetic_raw`` writes a small synthetic data
-set in the Challenge layout once per session. Add further shared fixtures here.
+set in the Challenge layout once per session and ``prepared_ptbxl`` prepares its PTB-XL part once.
+Add further shared fixtures here.
 
 Example::
 
@@ -44,4 +45,15 @@ def synthetic_raw(tmp_path_factory) -> Path:
     synthetic = pytest.importorskip("nvae_ecg.data.synthetic", reason="nvae_ecg.data.synthetic is not available")
     out = tmp_path_factory.mktemp("synthetic_raw")
     synthetic.make_dataset(out, n_ptbxl=60, n_georgia=30, n_ningbo=30, seed=0, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_ptbxl(synthetic_raw, tmp_path_factory) -> Path:
+    """``synthetic_raw``'s PTB-XL part, prepared once per session (``prepare --datasets ptb-xl``)."""
+    from nvae_ecg.data import prepare
+
+    out = tmp_path_factory.mktemp("prepared_ptbxl")
+    prepare.main(prepare.parse_args([str(synthetic_raw), str(out), "--workers", "1", "--datasets", "ptb-xl"]))
+    assert (out / "ptb-xl" / "signals.npy").is_file()
     return out

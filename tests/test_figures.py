@@ -73,12 +73,8 @@ def test_median_beat_is_aligned_at_the_r_peak():
 
 
 @pytest.fixture(scope="module")
-def prepared(synthetic_raw, tmp_path_factory):
-    from nvae_ecg.data import prepare
-
-    out = tmp_path_factory.mktemp("fig_prepared")
-    prepare.main(prepare.parse_args([str(synthetic_raw), str(out), "--workers", "1", "--datasets", "ptb-xl"]))
-    return out
+def prepared(prepared_ptbxl):
+    return prepared_ptbxl
 
 
 def _write_set(path, signals, labels, generator, task="imbalance"):

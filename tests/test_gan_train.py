@@ -8,16 +8,8 @@ from pulse2pulse import train
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from nvae_ecg.data import prepare, synthetic
-
-    root = tmp_path_factory.mktemp("gan_demo")
-    synthetic.main(synthetic.parse_args([str(root / "raw"), "--n_ptbxl", "60", "--n_georgia", "10",
-                                         "--n_ningbo", "10", "--seed", "0", "--workers", "1"]))
-    prepare.main(prepare.parse_args([str(root / "raw"), str(root / "prepared"), "--workers", "1",
-                                     "--datasets", "ptb-xl"]))
-    assert (root / "prepared" / "ptb-xl" / "signals.npy").is_file()
-    return root / "prepared"
+def prepared(prepared_ptbxl):
+    return prepared_ptbxl
 
 
 def _args(prepared, root, save, model="wavegan_star", *extra):
