@@ -55,7 +55,9 @@ class Shapes:
 
 
 def shapes(cfg: ModelConfig) -> Shapes:
-    """The tensor shapes along the network, computed as AutoEncoder builds it."""
+    """The tensor shapes along the network, computed as AutoEncoder builds it (1-D configurations only)."""
+    if cfg.ndim != 1:
+        raise ValueError(f"the architecture figure draws the 1-D model; got representation={cfg.representation!r}")
     pre = cfg.num_preprocess_blocks
     padded = cfg.padded_length
     ch = [cfg.num_channels_enc * CHANNEL_MULT ** (pre + s) for s in range(cfg.num_latent_scales)]
@@ -247,7 +249,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(prog="python -m nvae_ecg.architecture_figure", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default="paper", choices=sorted(CONFIGS), help="model configuration to draw")
+    # The figure draws the 1-D network; the 2-D presets (representation "stft") have the same layout on (F, T) grids.
+    p.add_argument("--config", default="paper", choices=sorted(n for n, c in CONFIGS.items() if c.ndim == 1),
+                   help="model configuration to draw (1-D presets)")
     p.add_argument("--out", default="img/cnvae_architecture.png", help="output image (.png, .svg or .pdf)")
     p.add_argument("--dpi", type=int, default=130, help="resolution of a PNG")
     return p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Distributions of cNVAE-ECG: diagonal Normals for the latent groups and the 8-lead discretised logistic mixture.
+"""Distributions of cNVAE-ECG: latent Normals, the 8-lead discretised logistic mixture, the 2-D variant's Gaussian.
 
 ``Normal`` follows NVAE's ``distributions.py`` (soft-clamped means and log-sigmas,
 sigma = exp(log_sigma) + 1e-2, temperature multiplies sigma, analytic KL) but its
@@ -11,6 +11,16 @@ generalised: III depends on I, V1 on nothing, V2..V6 on the precordial leads
 before them). The 16 coupling coefficients form a strictly lower-triangular
 8x8 matrix C per component and position, applied as ``mean + C @ x`` in one
 gather-multiply-scatter (no per-lead code); sampling walks the leads in order.
+
+``DiagonalGaussian`` is the decoder likelihood of the 2-D STFT variant
+(2D-cNVAE-ECG): one Normal per spectrogram entry with a predicted mean and
+log-scale, over the normalised real and imaginary channels. The choice: the
+normalised STFT coefficients are real-valued, unbounded and heavy-tailed (QRS
+complexes), so a discretised logistic mixture would need an arbitrary clipping
+range and bin width that the exact inverse STFT cannot undo, whereas a Gaussian
+with a learned scale models any real value, has an exact log-density and samples
+in one step. Entries that are identically zero (imaginary DC/Nyquist bins) are
+excluded by a mask and sampled as their mean.
 
 Example::
 
@@ -151,15 +161,19 @@ class DiscMixLogistic8:
         return dense.view(b, m, length, NUM_LEADS, NUM_LEADS)
 
     # -- likelihood ----------------------------------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Joint log-likelihood of the 8 leads per sample point, (B, L), for x (B, 8, L) in [0, 1]."""
+    def log_prob(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
+        """Joint log-likelihood of the 8 leads per sample point, (B, L), for x (B, 8, L) in [0, 1].
+
+        ``validate=False`` skips the range check, which reads a flag back to the host (a device synchronisation);
+        the training step passes it because its data are clipped to [0, 1] when loaded.
+        """
         if x.dim() != 3 or x.shape[0] != self.means.shape[0] or x.shape[1] != NUM_LEADS \
                 or x.shape[2] != self.means.shape[-1]:
             raise ValueError(
                 f"log_prob expects x of shape {(self.means.shape[0], NUM_LEADS, self.means.shape[-1])}, "
                 f"got {tuple(x.shape)}"
             )
-        if bool(((x < 0) | (x > 1)).any()):
+        if validate and bool(((x < 0) | (x > 1)).any()):
             raise ValueError("log_prob expects ECGs scaled to [0, 1]; found values outside that range")
         xs = 2.0 * x.to(self.means.dtype) - 1.0                                 # B, 8, L in [-1, 1]
         mean = self.means + self._couple(self.coeffs, xs)                        # B, 8, M, L
@@ -229,3 +243,52 @@ class DiscMixLogistic8:
             x[:, i] = xi
         w = torch.softmax(self.logit_probs, dim=1).unsqueeze(1)                  # B, 1, M, L
         return torch.clamp((x * w).sum(dim=2), -1.0, 1.0) / 2.0 + 0.5
+
+
+class DiagonalGaussian:
+    """Per-entry Normal over a (B, C, *spatial) tensor: the decoder of the 2-D STFT variant (module docstring).
+
+    ``param`` is the decoder output (B, 2C, *spatial): channels [0, C) are means, [C, 2C) log-scales, clamped to
+    [MIN_LOG_SCALE, MAX_LOG_SCALE] (the lower bound keeps the density finite, as DiscMixLogistic8's -7). ``mask``
+    (broadcastable to (C, *spatial), 1 = modelled) removes entries that carry no information from the likelihood.
+    """
+
+    MIN_LOG_SCALE = -7.0
+    MAX_LOG_SCALE = 5.0
+
+    def __init__(self, param: torch.Tensor, channels: int, mask: Optional[torch.Tensor] = None) -> None:
+        if param.dim() < 3 or param.shape[1] != 2 * channels:
+            raise ValueError(f"DiagonalGaussian expects decoder parameters of shape (B, 2 * {channels}, ...), "
+                             f"got {tuple(param.shape)}")
+        param = _at_least_float32(param)
+        self.channels = channels
+        self.mu, log_scale = param.split([channels, channels], dim=1)
+        self.log_scale = torch.clamp(log_scale, self.MIN_LOG_SCALE, self.MAX_LOG_SCALE)
+        self.mask = None if mask is None else mask.to(param.dtype)
+
+    def log_prob(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
+        """Log-density summed over channels (masked) per spatial position, flattened: (B, prod(spatial)).
+
+        ``validate`` exists for interface parity with DiscMixLogistic8; shapes are always checked (no host sync).
+        """
+        if tuple(x.shape) != tuple(self.mu.shape):
+            raise ValueError(f"log_prob expects x of shape {tuple(self.mu.shape)}, got {tuple(x.shape)}")
+        u = (x.to(self.mu.dtype) - self.mu) * torch.exp(-self.log_scale)
+        lp = -0.5 * u * u - self.log_scale - 0.5 * math.log(2 * math.pi)
+        if self.mask is not None:
+            lp = lp * self.mask
+        return lp.sum(dim=1).flatten(1)
+
+    def sample(self, t: float = 1.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Draw mu + t * sigma * eps (the temperature multiplies the scale); masked entries are their mean."""
+        if not t > 0:
+            raise ValueError(f"sampling temperature must be > 0, got {t}")
+        eps = torch.randn(self.mu.shape, generator=generator, dtype=self.mu.dtype, device=self.mu.device)
+        noise = torch.exp(self.log_scale) * (t * eps)
+        if self.mask is not None:
+            noise = noise * self.mask
+        return self.mu + noise
+
+    def mean(self) -> torch.Tensor:
+        """The means (B, C, *spatial)."""
+        return self.mu

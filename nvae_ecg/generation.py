@@ -1,7 +1,8 @@
 """The sampler driver shared by every generator: flags, the generation plan, and writing the output.
 
-``nvae_ecg.generate`` (cNVAE-ECG) and ``pulse2pulse.generate`` (WaveGAN*, Pulse2Pulse)
-differ only in how a batch of [0, 1] 8-lead ECGs is drawn for a label batch. Everything
+``nvae_ecg.generate`` (cNVAE-ECG, generator ``cnvae``, and its 2-D STFT variant,
+``nvae2d``) and ``pulse2pulse.generate`` (WaveGAN*, Pulse2Pulse) differ only in how
+a batch of [0, 1] 8-lead ECGs is drawn for a label batch. Everything
 else lives here once: the common command-line flags, the plan of label combinations
 and counts (:func:`nvae_ecg.counts.generation_plan` on the training split, or
 ``--labels``/``--count``), the mapping to 12-lead mV with the normalisation bounds

@@ -1,4 +1,4 @@
-"""The conditional 1-D NVAE of cNVAE-ECG: a class-conditioned hierarchical VAE for 8-lead ECGs.
+"""The conditional NVAE of cNVAE-ECG: a class-conditioned hierarchical VAE for 8-lead ECGs, in 1-D or 2-D.
 
 Architecture (NVAE model.py, Vahdat & Kautz 2020 Sec. 3 and Fig. 2, in 1-D as in
 paper Sec. III): stem conv -> pre-process blocks (residual cells, each block
@@ -27,6 +27,19 @@ to ``cfg.length``, so the likelihood covers only the real samples (the decoder
 factorises over time, so dropping the padded positions marginalises them out
 exactly) and a sampled ECG has exactly ``cfg.length`` samples.
 
+2-D variant (``cfg.representation == "stft"``, 2D-cNVAE-ECG, paper Sec. III-A):
+the same code builds every cell, combiner, sampler and tower with ``ndim=2``
+(``nvae_ecg.neural_operations``). The model still takes and returns 8-lead
+signals in [0, 1]: ``forward`` maps x to its normalised (16, F, T) spectrogram
+(``nvae_ecg.stft.SpectrogramTransform``, module ``spectrogram``, whose
+normalisation buffers are fitted on the training split and saved with the
+weights), pads the grid once to multiples of the total down-sampling factor on
+both axes (replicating the last row/column) and crops the output back to
+(F, T); ``decoder_output`` is a per-entry Gaussian wrapped so that its
+``log_prob`` takes signals and its ``sample`` returns signals through the exact
+inverse STFT. Class conditioning is the same, with 2-D per-class maps H of shape
+(num_classes, C_top, F_top, T_top).
+
 Example::
 
     python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder, count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"
@@ -41,28 +54,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nvae_ecg.config import ModelConfig
-from nvae_ecg.distributions import PARAMS_PER_MIXTURE, DiscMixLogistic8, Normal
+from nvae_ecg.distributions import PARAMS_PER_MIXTURE, DiagonalGaussian, DiscMixLogistic8, Normal
 from nvae_ecg.neural_operations import (
     CHANNEL_MULT,
     Cell,
-    Conv1D,
     ELU,
     DecCombinerCell,
     EncCombinerCell,
+    WeightNormConv,
     batched_weight_norm,
+    conv_nd,
     group_by_weight_shape,
     normalized_weights_batched,
 )
+from nvae_ecg.stft import SpectrogramLikelihood, SpectrogramTransform
 
 
 class VAEOutput(NamedTuple):
     """What ``AutoEncoder.forward`` returns (NVAE's 5-tuple, named)."""
 
-    logits: torch.Tensor            # (B, 33 * M, L) decoder parameters, cropped to L
+    logits: torch.Tensor            # (B, 33 * M, L) decoder parameters, cropped to L; 2-D: (B, 32, F, T)
     log_q: torch.Tensor             # (B,) sum of log q(z|x) over all groups
     log_p: torch.Tensor             # (B,) sum of log p(z) over all groups
-    kl_all: list[torch.Tensor]      # per group (decoder order): (B,) KL summed over channels and length
-    kl_diag: list[torch.Tensor]     # per group: (num_latent_per_group,) KL summed over length, mean over batch
+    kl_all: list[torch.Tensor]      # per group (decoder order): (B,) KL summed over channels and positions
+    kl_diag: list[torch.Tensor]     # per group: (num_latent_per_group,) KL summed over positions, mean over batch
 
 
 def groups_per_scale(num_scales: int, num_groups_per_scale: int, ada_groups: bool,
@@ -82,38 +97,50 @@ def count_parameters(model: nn.Module) -> int:
 
 
 class AutoEncoder(nn.Module):
-    """Conditional 1-D NVAE over 8-lead ECGs (see the module docstring for the layout)."""
+    """Conditional NVAE over 8-lead ECGs, 1-D on signals or 2-D on spectrograms (see the module docstring)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.ndim = nd = cfg.ndim
         self.num_latent_scales = cfg.num_latent_scales
         self.groups_per_scale = groups_per_scale(cfg.num_latent_scales, cfg.num_groups_per_scale,
                                                  cfg.ada_groups, cfg.min_groups_per_scale)
         self.num_groups = sum(self.groups_per_scale)
-        self.padded_length = cfg.padded_length
+        self.padded_shape = cfg.padded_shape
+        self.padded_length = self.padded_shape[-1]
         pre = cfg.num_preprocess_blocks
         scales = cfg.num_latent_scales
         top_mult = CHANNEL_MULT ** (pre + scales - 1)
-        self.top_length = self.padded_length // cfg.total_downsampling
+        self.top_shape = tuple(n // cfg.total_downsampling for n in self.padded_shape)
+        self.top_length = self.top_shape[-1]
         top_channels = cfg.num_channels_dec * top_mult
         arch, se = cfg.arch_instance, cfg.use_se
         c_enc, c_dec, c_z = cfg.num_channels_enc, cfg.num_channels_dec, cfg.num_latent_per_group
+        # Index helpers fixed at build time, so that forward has no per-call shape logic: spatial axes, the
+        # equation of the class code, the crop of the padded output back to the modelled shape.
+        self._spatial_dims = tuple(range(2, 2 + nd))
+        self._group_dims = (1,) + self._spatial_dims
+        self._class_eq = "bk,kcl->bcl" if nd == 1 else "bk,kcfl->bcfl"
+        self._crop = (Ellipsis,) + tuple(slice(0, n) for n in cfg.model_shape)
+        # F.pad amounts (last axis first) from the modelled shape up to the padded shape: (0, pad) per axis.
+        self._pad_amounts = [a for n, p in zip(reversed(cfg.model_shape), reversed(self.padded_shape))
+                             for a in (0, p - n)]
 
         # Per-class top feature maps (NVAE prior_ftr0, uniform init as there); paper Sec. III-B.
-        self.class_features_table = nn.Parameter(torch.rand(cfg.num_classes, top_channels, self.top_length))
+        self.class_features_table = nn.Parameter(torch.rand(cfg.num_classes, top_channels, *self.top_shape))
 
         # ---- encoder --------------------------------------------------------------------------------------
-        self.stem = Conv1D(cfg.num_input_channels, c_enc, 3, padding=1, bias=True)
-        self.class_to_enc = Conv1D(top_channels, c_enc, 1, bias=True)
+        self.stem = conv_nd(nd, cfg.model_channels, c_enc, 3, padding=1, bias=True)
+        self.class_to_enc = conv_nd(nd, top_channels, c_enc, 1, bias=True)
         pre_cells, mult = [], 1
         for _ in range(pre):
             for c in range(cfg.num_preprocess_cells):
                 if c == cfg.num_preprocess_cells - 1:
-                    pre_cells.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se))
+                    pre_cells.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se, ndim=nd))
                     mult *= CHANNEL_MULT
                 else:
-                    pre_cells.append(Cell(c_enc * mult, c_enc * mult, "normal", arch, se))
+                    pre_cells.append(Cell(c_enc * mult, c_enc * mult, "normal", arch, se, ndim=nd))
         self.pre_process = nn.Sequential(*pre_cells)
 
         # Encoder tower, high to low resolution; groups_per_scale[s] groups at encoder scale s.
@@ -122,24 +149,24 @@ class AutoEncoder(nn.Module):
         self.enc_down = nn.ModuleList()
         for s in range(scales):
             for g in range(self.groups_per_scale[s]):
-                self.enc_cells.append(nn.Sequential(*[Cell(c_enc * mult, c_enc * mult, "normal", arch, se)
+                self.enc_cells.append(nn.Sequential(*[Cell(c_enc * mult, c_enc * mult, "normal", arch, se, ndim=nd)
                                                       for _ in range(cfg.num_cell_per_cond_enc)]))
                 if not (s == scales - 1 and g == self.groups_per_scale[s] - 1):
                     # The topmost group's posterior comes from enc0 alone, so it has no combiner.
-                    self.enc_combiners.append(EncCombinerCell(c_enc * mult, c_dec * mult))
+                    self.enc_combiners.append(EncCombinerCell(c_enc * mult, c_dec * mult, ndim=nd))
             if s < scales - 1:
-                self.enc_down.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se))
+                self.enc_down.append(Cell(c_enc * mult, c_enc * mult * CHANNEL_MULT, "down", arch, se, ndim=nd))
                 mult *= CHANNEL_MULT
-        self.enc0 = nn.Sequential(ELU(), Conv1D(c_enc * mult, c_enc * mult, 1, bias=True), ELU())
+        self.enc0 = nn.Sequential(ELU(), conv_nd(nd, c_enc * mult, c_enc * mult, 1, bias=True), ELU())
 
         # ---- samplers (decoder order: lowest resolution first) --------------------------------------------
         self.enc_sampler = nn.ModuleList()
         self.dec_sampler = nn.ModuleList()
         for s in range(scales):
             for g in range(self.groups_per_scale[scales - s - 1]):
-                self.enc_sampler.append(Conv1D(c_enc * mult, 2 * c_z, 3, padding=1, bias=True))
+                self.enc_sampler.append(conv_nd(nd, c_enc * mult, 2 * c_z, 3, padding=1, bias=True))
                 if not (s == 0 and g == 0):  # the top group's prior is a fixed standard Normal
-                    self.dec_sampler.append(nn.Sequential(ELU(), Conv1D(c_dec * mult, 2 * c_z, 1, bias=True)))
+                    self.dec_sampler.append(nn.Sequential(ELU(), conv_nd(nd, c_dec * mult, 2 * c_z, 1, bias=True)))
             mult //= CHANNEL_MULT if s < scales - 1 else 1
 
         # ---- decoder ----------------------------------------------------------------------------------------
@@ -150,29 +177,35 @@ class AutoEncoder(nn.Module):
         for s in range(scales):
             for g in range(self.groups_per_scale[scales - s - 1]):
                 if not (s == 0 and g == 0):
-                    self.dec_cells.append(nn.Sequential(*[Cell(c_dec * mult, c_dec * mult, "normal", arch, se)
+                    self.dec_cells.append(nn.Sequential(*[Cell(c_dec * mult, c_dec * mult, "normal", arch, se, ndim=nd)
                                                           for _ in range(cfg.num_cell_per_cond_dec)]))
-                self.dec_combiners.append(DecCombinerCell(c_dec * mult, c_z))
+                self.dec_combiners.append(DecCombinerCell(c_dec * mult, c_z, ndim=nd))
             if s < scales - 1:
-                self.dec_up.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se))
+                self.dec_up.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se, ndim=nd))
                 mult //= CHANNEL_MULT
         post_cells = []
         for _ in range(cfg.num_postprocess_blocks):
             for c in range(cfg.num_postprocess_cells):
                 if c == 0:
-                    post_cells.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se))
+                    post_cells.append(Cell(c_dec * mult, c_dec * mult // CHANNEL_MULT, "up", arch, se, ndim=nd))
                     mult //= CHANNEL_MULT
                 else:
-                    post_cells.append(Cell(c_dec * mult, c_dec * mult, "normal", arch, se))
+                    post_cells.append(Cell(c_dec * mult, c_dec * mult, "normal", arch, se, ndim=nd))
         self.post_process = nn.Sequential(*post_cells)
         if mult != 1:  # guaranteed by ModelConfig (equal pre/post blocks); guards future edits
             raise RuntimeError(f"decoder ends at channel multiplier {mult}, expected 1")
-        self.output_layer = nn.Sequential(
-            ELU(), Conv1D(c_dec, PARAMS_PER_MIXTURE * cfg.num_mixture_dec, 3, padding=1, bias=True))
+        # 1-D: the 8-lead logistic mixture; 2-D: mean and log-scale of a Gaussian per spectrogram entry.
+        out_channels = PARAMS_PER_MIXTURE * cfg.num_mixture_dec if nd == 1 else 2 * cfg.model_channels
+        self.output_layer = nn.Sequential(ELU(), conv_nd(nd, c_dec, out_channels, 3, padding=1, bias=True))
+        # The signal <-> normalised spectrogram map of the 2-D variant (no parameters; normalisation buffers).
+        self.spectrogram: Optional[SpectrogramTransform] = None
+        if cfg.representation == "stft":
+            self.spectrogram = SpectrogramTransform(cfg.length, cfg.stft_n_fft, cfg.stft_hop_length,
+                                                    cfg.stft_win_length)
 
         # Weight-normalised convs grouped by weight shape (a plain list, not registered): forward normalises each
         # group's weights in one batch of ops instead of a few ops per layer (thousands of layers in `paper`).
-        self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, Conv1D))
+        self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, WeightNormConv))
         # Power-iteration state of spectral_norm_parallel, keyed by weight shape (NVAE sr_u / sr_v).
         self._sr_u: dict[tuple[int, ...], torch.Tensor] = {}
         self._sr_v: dict[tuple[int, ...], torch.Tensor] = {}
@@ -181,9 +214,9 @@ class AutoEncoder(nn.Module):
 
     # ---- helpers -------------------------------------------------------------------------------------------------
     def class_features(self, y: torch.Tensor) -> torch.Tensor:
-        """Top feature map h (B, C_top, L_top) of multi-hot y: the sum of the active classes' maps."""
+        """Top feature map h (B, C_top, *top_shape) of multi-hot y: the sum of the active classes' maps."""
         table = self.class_features_table
-        return torch.einsum("bk,kcl->bcl", y.to(table.dtype), table)
+        return torch.einsum(self._class_eq, y.to(table.dtype), table)
 
     def _check_y(self, y: torch.Tensor, batch: Optional[int]) -> None:
         k = self.cfg.num_classes
@@ -201,20 +234,32 @@ class AutoEncoder(nn.Module):
             )
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Map [0, 1] -> [-1, 1] and right-pad to the network length by replicating the last sample."""
-        x = 2.0 * x - 1.0
-        pad = self.padded_length - x.shape[-1]
-        if pad:
-            x = F.pad(x, (0, pad), mode="replicate")
+        """The network input of signals x (B, 8, L) in [0, 1], padded to ``padded_shape`` by replication.
+
+        1-D: x mapped to [-1, 1], right-padded. 2-D: the normalised spectrogram, padded at high frequencies and
+        late frames.
+        """
+        if self.spectrogram is None:
+            x = 2.0 * x - 1.0
+        else:
+            x = self.spectrogram(x)
+        if any(self._pad_amounts):
+            x = F.pad(x, self._pad_amounts, mode="replicate")
         return x
 
-    def decoder_output(self, logits: torch.Tensor) -> DiscMixLogistic8:
-        """The 8-lead logistic mixture parameterised by (cropped) decoder logits."""
-        return DiscMixLogistic8(logits, self.cfg.num_mixture_dec, num_bits=self.cfg.num_x_bits)
+    def decoder_output(self, logits: torch.Tensor):
+        """The decoder distribution of (cropped) logits: DiscMixLogistic8 (1-D) or SpectrogramLikelihood (2-D).
+
+        Both take signals (B, 8, L) in [0, 1] in ``log_prob`` and return them from ``sample``/``mean``.
+        """
+        if self.spectrogram is None:
+            return DiscMixLogistic8(logits, self.cfg.num_mixture_dec, num_bits=self.cfg.num_x_bits)
+        return SpectrogramLikelihood(DiagonalGaussian(logits, self.cfg.model_channels,
+                                                      self.spectrogram.mask.unsqueeze(-1)), self.spectrogram)
 
     # ---- inference + generation ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
-        """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group."""
+        """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim)."""
         self._check_x(x)
         self._check_y(y, x.shape[0])
         with batched_weight_norm(self._conv_groups):
@@ -225,7 +270,7 @@ class AutoEncoder(nn.Module):
         x = x.to(self.stem.weight.dtype)
 
         # Bottom-up pass (NVAE AutoEncoder.forward); the class code is added to the stem output.
-        s = self.stem(self._pad(x)) + self.class_to_enc(h.mean(dim=2, keepdim=True))
+        s = self.stem(self._pad(x)) + self.class_to_enc(h.mean(dim=self._spatial_dims, keepdim=True))
         s = self.pre_process(s)
         enc_feats = []
         gi = 0
@@ -271,20 +316,20 @@ class AutoEncoder(nn.Module):
             if sc < self.num_latent_scales - 1:
                 s = self.dec_up[sc](s)
         s = self.post_process(s)
-        logits = self.output_layer(s)[..., : self.cfg.length]
+        logits = self.output_layer(s)[self._crop]
 
         kl_all, kl_diag = [], []
         log_q = log_p = 0.0
         for q, p, z in zip(qs, ps, zs):
-            kl = q.kl(p)                                        # B, C_z, L_z (float32 or wider)
-            kl_diag.append(kl.sum(dim=2).mean(dim=0))
-            kl_all.append(kl.sum(dim=(1, 2)))
-            log_q = log_q + q.log_p(z).sum(dim=(1, 2))
-            log_p = log_p + p.log_p(z).sum(dim=(1, 2))
+            kl = q.kl(p)                                        # B, C_z, *spatial (float32 or wider)
+            kl_diag.append(kl.sum(dim=self._spatial_dims).mean(dim=0))
+            kl_all.append(kl.sum(dim=self._group_dims))
+            log_q = log_q + q.log_p(z).sum(dim=self._group_dims)
+            log_p = log_p + p.log_p(z).sum(dim=self._group_dims)
         return VAEOutput(logits, log_q, log_p, kl_all, kl_diag)
 
     def sample_logits(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
-        """Decoder logits (B, 33 * M, cfg.length) for z drawn from the prior with temperature t."""
+        """Decoder logits (B, 33 * M, cfg.length), 2-D (B, 32, F, T), for z drawn from the prior at temperature t."""
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
@@ -293,7 +338,7 @@ class AutoEncoder(nn.Module):
 
     def _sample_logits(self, y: torch.Tensor, t: float) -> torch.Tensor:
         s = self.class_features(y)
-        z_shape = (y.shape[0], self.cfg.num_latent_per_group, self.top_length)
+        z_shape = (y.shape[0], self.cfg.num_latent_per_group, *self.top_shape)
         z = Normal.standard(s.new_zeros(z_shape), temp=t).sample()
         j = 0
         for sc in range(self.num_latent_scales):
@@ -307,10 +352,10 @@ class AutoEncoder(nn.Module):
             if sc < self.num_latent_scales - 1:
                 s = self.dec_up[sc](s)
         s = self.post_process(s)
-        return self.output_layer(s)[..., : self.cfg.length]
+        return self.output_layer(s)[self._crop]
 
     def sample(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
-        """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise."""
+        """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise (both ndim)."""
         return self.decoder_output(self.sample_logits(y, t)).sample(t)
 
     # ---- regularisers (NVAE Sec. 3.2 spectral regularisation; model.py) ----------------------------------------
@@ -318,7 +363,7 @@ class AutoEncoder(nn.Module):
         """Sum over BatchNorm layers of max |gamma| (NVAE AutoEncoder.batchnorm_loss)."""
         by_size: dict[int, list[torch.Tensor]] = {}
         for m in self.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.SyncBatchNorm)) and m.affine:
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)) and m.affine:
                 by_size.setdefault(m.weight.numel(), []).append(m.weight)
         # Layers with the same width are stacked so the loss costs one reduction per width.
         total = self.stem.weight.new_zeros(())
@@ -329,16 +374,16 @@ class AutoEncoder(nn.Module):
     def spectral_norm_parallel(self) -> torch.Tensor:
         """Sum of the largest singular values of all weight-normalised conv weights (NVAE spectral regulariser).
 
-        Weights are grouped by shape, reshaped to (C_out, C_in * k) matrices and handled by batched power iteration;
-        the singular-vector estimates persist between calls (``sn_first_iters`` iterations on the first call,
-        ``sn_iters`` afterwards) and the returned value is differentiable (u^T W v with u, v fixed).
+        Weights are grouped by shape, reshaped to (C_out, C_in * prod(k)) matrices and handled by batched power
+        iteration; the singular-vector estimates persist between calls (``sn_first_iters`` iterations on the first
+        call, ``sn_iters`` afterwards) and the returned value is differentiable (u^T W v with u, v fixed).
         """
         total = self.stem.weight.new_zeros(())
         device_type = self.stem.weight.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             for convs in self._conv_groups:
                 key = tuple(convs[0].weight.shape)
-                wn = normalized_weights_batched(convs).flatten(2)                # G, C_out, C_in * k
+                wn = normalized_weights_batched(convs).flatten(2)                # G, C_out, C_in * prod(k)
                 with torch.no_grad():
                     wd = wn.detach()
                     u, v = self._sr_u.get(key), self._sr_v.get(key)

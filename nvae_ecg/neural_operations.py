@@ -1,19 +1,24 @@
-"""1-D building blocks of the cNVAE-ECG network: weight-normalised convolutions, residual cells, combiners.
+"""Building blocks of the cNVAE-ECG network in 1-D or 2-D: weight-normalised convolutions, residual cells, combiners.
 
-This is a one-dimensional re-implementation of NVAE's ``neural_operations.py``
-(Vahdat & Kautz 2020, Sec. 3.1 and Fig. 3): every convolution carries NVAE's
-weight normalisation with a learned per-channel log-norm, residual cells are
-``skip + 0.1 * SE(op2(op1(x)))`` with BN-ELU-conv (``res_bnelu``, the paper's
-choice) or BN-Swish-conv (``res_bnswish``) operations, down-sampling cells use
-a factorised-reduce skip, up-sampling cells use linear interpolation plus a 1x1
-convolution on the skip and nearest-neighbour up-sampling inside the op branch
-(as NVAE's ``BNSwishConv`` does with ``stride == -1``). The encoder combiner adds
-a 1x1-projected decoder state to the encoder state; the decoder combiner
-concatenates a latent sample and mixes it in with a 1x1 convolution.
+This is a dimension-generic re-implementation of NVAE's ``neural_operations.py``
+(Vahdat & Kautz 2020, Sec. 3.1 and Fig. 3). Every block takes ``ndim`` (1 for the
+signal model cNVAE-ECG, 2 for the STFT variant 2D-cNVAE-ECG; default 1) and only
+picks the matching primitive from it: convolutions carry NVAE's weight
+normalisation with a learned per-channel log-norm (:class:`Conv1D` / :class:`Conv2D`,
+both :class:`WeightNormConv`), residual cells are ``skip + 0.1 * SE(op2(op1(x)))``
+with BN-ELU-conv (``res_bnelu``, the paper's choice) or BN-Swish-conv
+(``res_bnswish``) operations and BatchNorm1d/2d, down-sampling cells use a
+factorised-reduce skip (two shifted stride-2 1x1 convs in 1-D, NVAE's four in 2-D),
+up-sampling cells use linear/bilinear interpolation plus a 1x1 convolution on the
+skip and nearest-neighbour up-sampling inside the op branch (as NVAE's
+``BNSwishConv`` does with ``stride == -1``), and squeeze-and-excitation averages
+over every spatial axis. The encoder combiner adds a 1x1-projected decoder state
+to the encoder state; the decoder combiner concatenates a latent sample and mixes
+it in with a 1x1 convolution.
 
 Example::
 
-    python -c "import torch; from nvae_ecg.neural_operations import Cell; print(Cell(8, 16, 'down', 'res_bnelu', True)(torch.randn(2, 8, 100)).shape)"
+    python -c "import torch; from nvae_ecg.neural_operations import Cell; print(Cell(8, 16, 'down', 'res_bnelu', True)(torch.randn(2, 8, 100)).shape, Cell(8, 16, 'down', 'res_bnelu', True, ndim=2)(torch.randn(2, 8, 16, 32)).shape)"
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ CHANNEL_MULT = 2
 RESIDUAL_SCALE = 0.1
 
 CELL_TYPES = ("normal", "down", "up")
+#: Spatial dimensionalities the blocks support (1: signals, 2: spectrograms).
+NDIMS = (1, 2)
+
+
+def _check_ndim(ndim: int) -> None:
+    if ndim not in NDIMS:
+        raise ValueError(f"ndim must be one of {NDIMS} (1: signal, 2: spectrogram), got {ndim!r}")
 
 
 class _CPUELUFunction(torch.autograd.Function):
@@ -70,22 +82,23 @@ def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> tor
     return torch.exp(log_weight_norm) * weight / (wn + 1e-5)
 
 
-class Conv1D(nn.Conv1d):
-    """nn.Conv1d with NVAE's weight normalisation (learned log-norm per output channel).
+class WeightNormConv:
+    """NVAE's weight normalisation (learned log-norm per output channel) for an nn.Conv1d / nn.Conv2d subclass.
 
     The normalised weight is computed in ``forward`` with a handful of tensor ops. A parent model may instead
     hand in weights normalised for many layers at once (``batched_weight_norm``), which saves thousands of tiny
     kernel launches per step in a deep NVAE; the layer then uses ``weight_override`` for the duration.
+    Subclasses set ``_conv_fn`` (F.conv1d or F.conv2d) and call ``_init_weight_norm`` after the conv's init.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1, groups: int = 1, bias: bool = False) -> None:
-        super().__init__(c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias)
+    _conv_fn = None
+    weight: torch.Tensor
+
+    def _init_weight_norm(self) -> None:
         # NVAE Conv2D.__init__: log-norm starts at the initial weight norm, so the layer starts as a plain conv
         # (up to the +1e-2 NVAE adds inside the log).
         with torch.no_grad():
-            init = torch.linalg.vector_norm(self.weight, dim=(1, 2), keepdim=True)
+            init = torch.linalg.vector_norm(self.weight, dim=tuple(range(1, self.weight.dim())), keepdim=True)
         self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
         self.weight_override: Optional[torch.Tensor] = None
 
@@ -98,10 +111,47 @@ class Conv1D(nn.Conv1d):
         w = self.weight_override
         if w is None:
             w = self.normalized_weight()
-        return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_fn(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def group_by_weight_shape(convs: Iterable[Conv1D]) -> list[list[Conv1D]]:
+class Conv1D(WeightNormConv, nn.Conv1d):
+    """nn.Conv1d with NVAE's weight normalisation (see :class:`WeightNormConv`)."""
+
+    _conv_fn = staticmethod(F.conv1d)
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = False) -> None:
+        nn.Conv1d.__init__(self, c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, bias=bias)
+        self._init_weight_norm()
+
+
+class Conv2D(WeightNormConv, nn.Conv2d):
+    """nn.Conv2d (square kernel, same stride and padding on both axes) with NVAE's weight normalisation."""
+
+    _conv_fn = staticmethod(F.conv2d)
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = False) -> None:
+        nn.Conv2d.__init__(self, c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, bias=bias)
+        self._init_weight_norm()
+
+
+#: Weight-normalised convolution, BatchNorm and interpolation mode of each spatial dimensionality.
+CONV_CLASSES = {1: Conv1D, 2: Conv2D}
+BATCHNORM_CLASSES = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+LINEAR_INTERPOLATION = {1: "linear", 2: "bilinear"}
+
+
+def conv_nd(ndim: int, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+            bias: bool = False) -> WeightNormConv:
+    """Weight-normalised Conv1D (ndim 1) or Conv2D (ndim 2)."""
+    _check_ndim(ndim)
+    return CONV_CLASSES[ndim](c_in, c_out, kernel_size, stride=stride, padding=padding, bias=bias)
+
+
+def group_by_weight_shape(convs: Iterable[WeightNormConv]) -> list[list[WeightNormConv]]:
     """Partition weight-normalised convs into lists with identical weight shapes (stable order)."""
     groups: dict[tuple[int, ...], list[Conv1D]] = {}
     for c in convs:
@@ -109,15 +159,15 @@ def group_by_weight_shape(convs: Iterable[Conv1D]) -> list[list[Conv1D]]:
     return list(groups.values())
 
 
-def normalized_weights_batched(group: Sequence[Conv1D]) -> torch.Tensor:
-    """Normalised weights (G, C_out, C_in, k) of same-shape convs, computed in one batch of tensor ops."""
+def normalized_weights_batched(group: Sequence[WeightNormConv]) -> torch.Tensor:
+    """Normalised weights (G, C_out, C_in, *k) of same-shape convs, computed in one batch of tensor ops."""
     w = torch.stack([c.weight for c in group])
     lw = torch.stack([c.log_weight_norm for c in group])
     return normalize_weight(w.flatten(0, 1), lw.flatten(0, 1)).view_as(w)
 
 
 @contextlib.contextmanager
-def batched_weight_norm(groups: Sequence[Sequence[Conv1D]]):
+def batched_weight_norm(groups: Sequence[Sequence[WeightNormConv]]):
     """Within the block, every conv of ``groups`` uses a weight normalised together with its shape group."""
     try:
         for group in groups:
@@ -131,24 +181,26 @@ def batched_weight_norm(groups: Sequence[Sequence[Conv1D]]):
 
 
 class BNActConv(nn.Module):
-    """BatchNorm -> activation -> (x2 nearest up-sampling) -> k3 conv: NVAE's BNELUConv / BNSwishConv in 1-D.
+    """BatchNorm -> activation -> (x2 nearest up-sampling) -> k3 conv: NVAE's BNELUConv / BNSwishConv in 1-D or 2-D.
 
     ``stride`` is 1 (normal), 2 (down) or -1 (up: nearest-neighbour x2 before the conv, as NVAE).
     """
 
-    def __init__(self, c_in: int, c_out: int, act: str, stride: int = 1, kernel_size: int = 3) -> None:
+    def __init__(self, c_in: int, c_out: int, act: str, stride: int = 1, kernel_size: int = 3,
+                 ndim: int = 1) -> None:
         super().__init__()
+        _check_ndim(ndim)
         if stride not in (1, 2, -1):
             raise ValueError(f"stride must be 1, 2 or -1 (up), got {stride}")
         self.upsample = stride == -1
-        self.bn = nn.BatchNorm1d(c_in, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn = BATCHNORM_CLASSES[ndim](c_in, eps=BN_EPS, momentum=BN_MOMENTUM)
         if act == "elu":
             self.act = ELU()
         elif act == "swish":
             self.act = nn.SiLU()
         else:
             raise ValueError(f"unknown activation {act!r}; choose 'elu' or 'swish'")
-        self.conv = Conv1D(c_in, c_out, kernel_size, stride=abs(stride), padding=kernel_size // 2, bias=True)
+        self.conv = conv_nd(ndim, c_in, c_out, kernel_size, stride=abs(stride), padding=kernel_size // 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply BN, activation, optional up-sampling and the convolution."""
@@ -163,58 +215,74 @@ ARCH_OPS = {"res_bnelu": "elu", "res_bnswish": "swish"}
 
 
 class FactorizedReduce(nn.Module):
-    """Down-sampling skip: swish, then two stride-2 1x1 convs on x and on x shifted by one, concatenated.
+    """Down-sampling skip: swish, then stride-2 1x1 convs on shifted copies of x, concatenated over channels.
 
-    1-D version of NVAE's FactorizedReduce (which uses four 2-D shifts); needs an even input length.
+    NVAE's FactorizedReduce: in 2-D four convs see x shifted by (0, 0), (1, 1), (0, 1) and (1, 0) and give
+    c_out // 4 channels each (the last one the remainder); the 1-D version uses the two shifts 0 and 1 with
+    c_out // 2 channels each. Needs even spatial sizes.
     """
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, ndim: int = 1) -> None:
         super().__init__()
-        self.conv_1 = Conv1D(c_in, c_out // 2, 1, stride=2, bias=True)
-        self.conv_2 = Conv1D(c_in, c_out - c_out // 2, 1, stride=2, bias=True)
+        _check_ndim(ndim)
+        self.ndim = ndim
+        parts = 2 ** ndim
+        widths = [c_out // parts] * (parts - 1) + [c_out - (parts - 1) * (c_out // parts)]
+        # conv_1, conv_2 (, conv_3, conv_4): NVAE's attribute names, which also keeps 1-D checkpoints loadable.
+        for i, w in enumerate(widths):
+            setattr(self, f"conv_{i + 1}", conv_nd(ndim, c_in, w, 1, stride=2, bias=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Halve the length and map to c_out channels."""
+        """Halve every spatial size and map to c_out channels."""
         out = F.silu(x)
-        return torch.cat([self.conv_1(out), self.conv_2(out[:, :, 1:])], dim=1)
+        if self.ndim == 1:
+            return torch.cat([self.conv_1(out), self.conv_2(out[:, :, 1:])], dim=1)
+        return torch.cat([self.conv_1(out), self.conv_2(out[:, :, 1:, 1:]), self.conv_3(out[:, :, :, 1:]),
+                          self.conv_4(out[:, :, 1:, :])], dim=1)
 
 
 class UpSampleSkip(nn.Module):
-    """Up-sampling skip: linear interpolation x2 (align_corners=True, NVAE UpSample) then a 1x1 conv."""
+    """Up-sampling skip: (bi)linear interpolation x2 (align_corners=True, NVAE UpSample) then a 1x1 conv."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, ndim: int = 1) -> None:
         super().__init__()
-        self.conv = Conv1D(c_in, c_out, 1)
+        _check_ndim(ndim)
+        self.mode = LINEAR_INTERPOLATION[ndim]
+        self.conv = conv_nd(ndim, c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Double the length and map to c_out channels."""
-        return self.conv(F.interpolate(x, scale_factor=2, mode="linear", align_corners=True))
+        """Double every spatial size and map to c_out channels."""
+        return self.conv(F.interpolate(x, scale_factor=2, mode=self.mode, align_corners=True))
 
 
 class SE(nn.Module):
-    """Squeeze-and-excitation of NVAE: mean over length, Linear-ReLU-Linear-sigmoid gate, hidden max(C//16, 4)."""
+    """NVAE's squeeze-and-excitation: spatial mean, Linear-ReLU-Linear-sigmoid gate, hidden max(C//16, 4)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, ndim: int = 1) -> None:
         super().__init__()
+        _check_ndim(ndim)
         hidden = max(c_out // 16, 4)
         self.se = nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out),
                                 nn.Sigmoid())
+        self.dims = tuple(range(2, 2 + ndim))
+        self.ones = (1,) * ndim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rescale channels by the learned gate."""
-        gate = self.se(x.mean(dim=2))
-        return x * gate.unsqueeze(2)
+        gate = self.se(x.mean(dim=self.dims))
+        return x * gate.view(gate.shape + self.ones)
 
 
 class Cell(nn.Module):
-    """Residual cell ``skip(x) + 0.1 * SE(op2(op1(x)))`` (NVAE model.py Cell).
+    """Residual cell ``skip(x) + 0.1 * SE(op2(op1(x)))`` (NVAE model.py Cell), 1-D or 2-D (``ndim``).
 
-    ``cell_type`` is ``normal`` (same shape), ``down`` (channels x2, length /2, stride-2 first op and a
-    factorised-reduce skip) or ``up`` (channels /2, length x2).
+    ``cell_type`` is ``normal`` (same shape), ``down`` (channels x2, spatial sizes /2, stride-2 first op and a
+    factorised-reduce skip) or ``up`` (channels /2, spatial sizes x2).
     """
 
-    def __init__(self, c_in: int, c_out: int, cell_type: str, arch: str, use_se: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, cell_type: str, arch: str, use_se: bool, ndim: int = 1) -> None:
         super().__init__()
+        _check_ndim(ndim)
         if cell_type not in CELL_TYPES:
             raise ValueError(f"unknown cell type {cell_type!r}; choose one of {CELL_TYPES}")
         if arch not in ARCH_OPS:
@@ -226,15 +294,15 @@ class Cell(nn.Module):
             self.skip = nn.Identity()
             stride = 1
         elif cell_type == "down":
-            self.skip = FactorizedReduce(c_in, c_out)
+            self.skip = FactorizedReduce(c_in, c_out, ndim=ndim)
             stride = 2
         else:
-            self.skip = UpSampleSkip(c_in, c_out)
+            self.skip = UpSampleSkip(c_in, c_out, ndim=ndim)
             stride = -1
         act = ARCH_OPS[arch]
-        self.ops = nn.Sequential(BNActConv(c_in, c_out, act, stride=stride),
-                                 BNActConv(c_out, c_out, act, stride=1))
-        self.se = SE(c_out, c_out) if use_se else nn.Identity()
+        self.ops = nn.Sequential(BNActConv(c_in, c_out, act, stride=stride, ndim=ndim),
+                                 BNActConv(c_out, c_out, act, stride=1, ndim=ndim))
+        self.se = SE(c_out, c_out, ndim=ndim) if use_se else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual update of x."""
@@ -244,9 +312,9 @@ class Cell(nn.Module):
 class EncCombinerCell(nn.Module):
     """Encoder combiner of NVAE: ``x_enc + conv1x1(x_dec)`` (conditions q on the decoder state)."""
 
-    def __init__(self, c_enc: int, c_dec: int) -> None:
+    def __init__(self, c_enc: int, c_dec: int, ndim: int = 1) -> None:
         super().__init__()
-        self.conv = Conv1D(c_dec, c_enc, 1, bias=True)
+        self.conv = conv_nd(ndim, c_dec, c_enc, 1, bias=True)
 
     def forward(self, x_enc: torch.Tensor, x_dec: torch.Tensor) -> torch.Tensor:
         """Combine the stored encoder feature with the current decoder state."""
@@ -256,9 +324,9 @@ class EncCombinerCell(nn.Module):
 class DecCombinerCell(nn.Module):
     """Decoder combiner of NVAE: ``conv1x1(cat[s, z])`` (injects a latent group into the decoder state)."""
 
-    def __init__(self, c_dec: int, c_z: int) -> None:
+    def __init__(self, c_dec: int, c_z: int, ndim: int = 1) -> None:
         super().__init__()
-        self.conv = Conv1D(c_dec + c_z, c_dec, 1, bias=True)
+        self.conv = conv_nd(ndim, c_dec + c_z, c_dec, 1, bias=True)
 
     def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mix the latent sample into the decoder state."""

@@ -80,9 +80,9 @@ def kl_balancer(kl_all: Sequence[torch.Tensor], kl_coeff: float = 1.0, kl_balanc
     return kl_coeff * kl, kl_coeffs, kl_vals
 
 
-def reconstruction_loss(dist: DiscMixLogistic8, x: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(dist: DiscMixLogistic8, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """Negative log-likelihood per record (B,): -sum over time of the 8-lead joint log-probability."""
-    return -dist.log_prob(x).sum(dim=1)
+    return -dist.log_prob(x, validate=validate).sum(dim=1)
 
 
 def log_iw(dist: DiscMixLogistic8, x: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ writes ``args.json``, ``log.txt``, TensorBoard events and ``checkpoints/`` into
 Example::
 
     python -m nvae_ecg.train --data_dir prepared --root runs --save demo --config small --epochs 5
+    python -m nvae_ecg.train --data_dir prepared --root runs --save demo2d --config small2d --epochs 5  # 2-D STFT
     torchrun --nproc_per_node=4 -m nvae_ecg.train --data_dir prepared --root runs --save paper --config paper --amp bf16
 """
 
@@ -34,12 +35,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
-from nvae_ecg.config import CONFIGS, ModelConfig, get_config
+from nvae_ecg.config import CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder, count_parameters
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
+from nvae_ecg.stft import fit_normalization
 from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, load_checkpoint,
                             rng_state, seed_everything, set_rng_state, setup_run_dir)
 
@@ -67,8 +69,12 @@ _MODEL_HELP = {
     "arch_instance": "cell operations",
     "use_se": "squeeze-and-excitation in every cell",
     "res_dist": "parameterise the posterior relative to the prior",
+    "representation": "what the NVAE models: the 8-lead signal (1-D, cNVAE-ECG) or its STFT (2-D, 2D-cNVAE-ECG)",
+    "stft_n_fft": "STFT size with --representation stft (F = n_fft // 2 + 1 frequency bins)",
+    "stft_hop_length": "STFT hop in samples with --representation stft (T = 1 + length // hop frames)",
+    "stft_win_length": "Hann window length (<= n_fft) with --representation stft",
 }
-_MODEL_CHOICES = {"arch_instance": ("res_bnelu", "res_bnswish")}
+_MODEL_CHOICES = {"arch_instance": ("res_bnelu", "res_bnswish"), "representation": REPRESENTATIONS}
 
 
 def _str2bool(v: str) -> bool:
@@ -140,6 +146,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="parameter dtype; float64 reproduces the authors' (slow) setting")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
     g.add_argument("--grad_clip", type=float, default=0.0, help="clip the gradient norm (0: off, as NVAE)")
+    g.add_argument("--grad_accum_steps", type=int, default=1,
+                   help="micro-batches of --batch_size per optimiser step (effective batch = product x processes)")
+    g.add_argument("--compile", default="none", choices=COMPILE_CHOICES,
+                   help="torch.compile each residual cell ('cells'; regional compilation, compiles in minutes) "
+                        "or nothing")
 
     g = p.add_argument_group("logging, evaluation, checkpoints")
     g.add_argument("--log_every", type=int, default=50, help="log training scalars every k steps")
@@ -163,6 +174,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--sample", action="store_true", help="ignored: figures are controlled by --sample_every")
     g.add_argument("--fast_adamax", action="store_true", help="ignored: torch.optim.Adamax is used")
     args = p.parse_args(argv)
+    if args.grad_accum_steps < 1:
+        p.error(f"--grad_accum_steps must be >= 1, got {args.grad_accum_steps}")
     if args.num_process_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         p.error(f"--num_process_per_node {args.num_process_per_node}: launch with "
                 f"'torchrun --nproc_per_node={args.num_process_per_node} -m nvae_ecg.train ...' instead")
@@ -198,12 +211,50 @@ def _autocast(device: torch.device, amp: str):
     return nullcontext()
 
 
+#: What ``--compile`` can wrap: nothing, or every residual cell on its own (regional compilation).
+COMPILE_CHOICES = ("none", "cells")
+
+
+def compile_model(model: AutoEncoder, mode: str) -> str:
+    """torch.compile every residual cell of the model in place; returns a note on what was compiled."""
+    if mode == "none":
+        return "compile: none"
+    if mode != "cells":
+        raise ValueError(f"unknown compile mode {mode!r}; choose one of {COMPILE_CHOICES}")
+    from nvae_ecg.neural_operations import Cell
+
+    cells = [m for m in model.modules() if isinstance(m, Cell)]
+    shapes = {(m.cell_type, m.ops[0].conv.in_channels, m.ops[0].conv.out_channels) for m in cells}
+    # One graph per distinct cell shape; the default recompile limit (8) would silently drop the rest to eager.
+    limit = 4 * len(shapes) + 8
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, limit)
+    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit,
+                                                            4 * limit)
+    for m in cells:
+        m.compile(dynamic=False)
+    return f"compile: {len(cells)} cells, {len(shapes)} distinct"
+
+
+def apply_gradients(model, opt, scaler, grad_clip: float) -> None:
+    """Optimiser step after backward: optional unscale + clip, step, scaler update (scaler may be None)."""
+    if grad_clip > 0:
+        if scaler is not None:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
 def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float):
     """NELBO-based training loss of one batch (NVAE train.py) and its parts (all tensors)."""
     out = model(x, y)
     core = model.module if isinstance(model, DistributedDataParallel) else model
     dist_out = core.decoder_output(out.logits)
-    recon = reconstruction_loss(dist_out, x)
+    # The loaders clip the data to [0, 1], so the likelihood's range check (a host sync) is skipped here.
+    recon = reconstruction_loss(dist_out, x, validate=False)
     kl, kl_coeffs, kl_vals = kl_balancer(out.kl_all, kl_w, kl_balance=args.kl_balance, alpha_i=alpha_i)
     nelbo = recon + kl
     loss = nelbo.mean()
@@ -270,6 +321,23 @@ def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed):
         plt.close(fig)
 
 
+def _any_nonfinite(total: torch.Tensor, distributed: bool) -> bool:
+    """Whether a device-side loss sum is non-finite on any process (one host synchronisation)."""
+    bad = (~torch.isfinite(total)).to(torch.float32)
+    if distributed:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item())
+
+
+def _nan_exit(logger, writer, step: int, epoch: int, ckpt_path: Path, distributed: bool) -> int:
+    logger.error("non-finite loss by step %d (epoch %d); stopping. The last good checkpoint is %s", step, epoch + 1,
+                 ckpt_path if ckpt_path.exists() else "none (none was saved yet)")
+    writer.close()
+    if distributed:
+        dist.destroy_process_group()
+    return 3
+
+
 def main(args: argparse.Namespace) -> int:
     """Train; returns a process exit code (non-zero on a non-finite loss)."""
     info, device = init_distributed(args.device)
@@ -298,6 +366,7 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: checkpoint classes {resume['classes']} differ from --classes {args.classes}")
 
     model = AutoEncoder(cfg).to(device=device, dtype=dtype)
+    compile_note = compile_model(model, args.compile)
     if info.distributed and args.sync_bn:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -314,6 +383,13 @@ def main(args: argparse.Namespace) -> int:
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         set_rng_state(resume["rng"][info.rank] if isinstance(resume["rng"], list) else resume["rng"])
         logger.info("resumed from %s at epoch %d, step %d", ckpt_path, start_epoch, step)
+    elif core.spectrogram is not None:
+        # 2-D variant: STFT normalisation from the training split, saved with the weights (buffers, nvae_ecg.stft).
+        # Own generator: fitting must not draw from the global RNG stream.
+        norm_loader = DataLoader(train_ds, batch_size=args.batch_size, num_workers=args.num_workers,
+                                 generator=torch.Generator())
+        n_fit = fit_normalization(core.spectrogram, norm_loader, total=len(norm_loader))
+        logger.info("STFT normalisation (per channel and frequency) fitted on %d training ECGs", n_fit)
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -328,7 +404,12 @@ def main(args: argparse.Namespace) -> int:
     train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
                               **common)
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common) if len(val_ds) else None
-    steps_per_epoch = len(train_loader)
+    # A step is one optimiser update over grad_accum_steps micro-batches; a trailing partial group is dropped.
+    accum = args.grad_accum_steps
+    steps_per_epoch = len(train_loader) // accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {len(train_ds)} training ECGs give fewer than --grad_accum_steps {accum} "
+                         f"batches of --batch_size {args.batch_size}")
     total_steps = steps_per_epoch * args.epochs
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, core.groups_per_scale, fun="square").to(device)
 
@@ -340,9 +421,10 @@ def main(args: argparse.Namespace) -> int:
         logger.info("command: %s", " ".join(sys.argv))
         logger.info("config %s: %s", args.config, cfg.to_dict())
         logger.info("classes: %s", [CLASS_ABBREVS[i] for i in class_idx])
-        logger.info("parameters: %.3fM; groups per scale %s; train %d, val %d ECGs; %d steps/epoch; device %s x%d",
-                    count_parameters(core) / 1e6, core.groups_per_scale, len(train_ds), len(val_ds),
-                    steps_per_epoch, device, info.world_size)
+        logger.info("parameters: %.3fM; groups per scale %s; train %d, val %d ECGs; %d steps/epoch of %d x %d "
+                    "ECGs; device %s x%d; dtype %s, amp %s, %s", count_parameters(core) / 1e6,
+                    core.groups_per_scale, len(train_ds), len(val_ds), steps_per_epoch, accum, args.batch_size,
+                    device, info.world_size, args.dtype, args.amp, compile_note)
 
     def save(epoch: int, periodic: bool) -> None:
         if not info.is_main:
@@ -368,11 +450,12 @@ def main(args: argparse.Namespace) -> int:
             sampler.set_epoch(epoch)
         sums = {k: torch.zeros((), device=device, dtype=torch.float64) for k in ("loss", "recon", "kl", "nelbo")}
         nb, t0 = 0, time.time()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main, leave=False)
-        for x, y in bar:
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main,
+                   leave=False)
+        batches = iter(train_loader)
+        for _ in range(steps_per_epoch):
             if args.max_steps and step >= args.max_steps:
                 break
-            x, y = x.to(device, dtype, non_blocking=True), y.to(device, dtype, non_blocking=True)
             lr = lr_at(step, epoch, args, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -383,39 +466,46 @@ def main(args: argparse.Namespace) -> int:
             else:
                 wdn = args.weight_decay_norm
             opt.zero_grad(set_to_none=True)
-            with _autocast(device, args.amp):
-                loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn)
-            if not torch.isfinite(loss):
-                logger.error("non-finite loss %s at step %d (epoch %d); stopping. The last good checkpoint is %s",
-                             loss.item(), step, epoch + 1, ckpt_path if ckpt_path.exists() else "none (none was saved yet)")
-                writer.close()
-                return 3
-            scaler.scale(loss).backward()
-            if args.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sums["loss"] += loss.detach().double()
-            for k in ("recon", "kl", "nelbo"):
-                sums[k] += parts[k].detach().double()
+            for micro in range(accum):
+                x, y = next(batches)
+                x, y = x.to(device, dtype, non_blocking=True), y.to(device, dtype, non_blocking=True)
+                # DDP all-reduces the gradients only on the last micro-batch of the group.
+                sync = nullcontext() if (micro == accum - 1 or not info.distributed) else model.no_sync()
+                with sync:
+                    with _autocast(device, args.amp):
+                        loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn)
+                    scaler.scale(loss / accum).backward()
+                # Device-side sums only: no host synchronisation inside the step (read every --log_every steps).
+                sums["loss"] += loss.detach().double() / accum
+                for k in ("recon", "kl", "nelbo"):
+                    sums[k] += parts[k].detach().double() / accum
+            apply_gradients(model, opt, scaler, args.grad_clip)
             nb += 1
             step += 1
-            if info.is_main and step % args.log_every == 0:
-                vals = {k: (v / nb).item() for k, v in sums.items()}
-                bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
-                for k, v in vals.items():
-                    writer.add_scalar(f"train/{k}_avg", v, step)
-                writer.add_scalar("train/lr", lr, step)
-                writer.add_scalar("train/kl_coeff", kl_w, step)
-                writer.add_scalar("train/bn_loss", parts["bn_loss"].item(), step)
-                writer.add_scalar("kl/total_active", num_active_units(out.kl_diag), step)
+            bar.update(1)
+            if step % args.log_every == 0:
+                # A non-finite loss is caught here (one sync per --log_every steps) and, at the latest, before the
+                # epoch's checkpoint is written, so a diverged model never overwrites the last good checkpoint.
+                if _any_nonfinite(sums["loss"], info.distributed):
+                    return _nan_exit(logger, writer, step, epoch, ckpt_path, info.distributed)
+                if info.is_main:
+                    vals = {k: (v / nb).item() for k, v in sums.items()}
+                    bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
+                    for k, v in vals.items():
+                        writer.add_scalar(f"train/{k}_avg", v, step)
+                    writer.add_scalar("train/lr", lr, step)
+                    writer.add_scalar("train/kl_coeff", kl_w, step)
+                    writer.add_scalar("train/bn_loss", parts["bn_loss"].item(), step)
+                    writer.add_scalar("kl/total_active", num_active_units(out.kl_diag), step)
+        bar.close()
         if nb == 0:
             break
         if info.distributed:
             for v in sums.values():
                 dist.all_reduce(v)
             nb *= info.world_size
+        if _any_nonfinite(sums["loss"], False):
+            return _nan_exit(logger, writer, step, epoch, ckpt_path, info.distributed)
         vals = {k: (v / nb).item() for k, v in sums.items()}
         epoch_done = epoch + 1
         active = num_active_units(out.kl_diag)
@@ -424,7 +514,7 @@ def main(args: argparse.Namespace) -> int:
             logger.info("epoch %d step %d: loss %.2f nelbo %.2f (%.4f nats/point) recon %.2f kl %.2f active %d "
                         "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch_done, step, vals["loss"], vals["nelbo"],
                         vals["nelbo"] / n_per_point, vals["recon"], vals["kl"], active, lr, kl_w,
-                        time.time() - t0, nb * args.batch_size / max(time.time() - t0, 1e-9))
+                        time.time() - t0, nb * accum * args.batch_size / max(time.time() - t0, 1e-9))
             for k, v in vals.items():
                 writer.add_scalar(f"epoch/train_{k}", v, epoch_done)
             writer.add_scalar("epoch/active_units", active, epoch_done)

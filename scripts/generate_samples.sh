@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Generate the `imbalance` and `addition` ECG sets from a trained cNVAE-ECG (paper Table I).
+# Generate the `imbalance` and `addition` ECG sets from a trained cNVAE-ECG or 2D-cNVAE-ECG (paper Table I).
 # Usage: scripts/generate_samples.sh [CHECKPOINT] [DATA_DIR] [OUT_ROOT]
-#   writes OUT_ROOT/cnvae_imbalance and OUT_ROOT/cnvae_addition (generated-sample format)
-# Environment: TEMPERATURE, BATCH_SIZE, FACTOR (addition), SEED, PYTHON, TASKS ("imbalance addition"), EXTRA_ARGS
+#   writes OUT_ROOT/${GENERATOR}_imbalance and OUT_ROOT/${GENERATOR}_addition (generated-sample format)
+#   GENERATOR is read from the checkpoint: cnvae for the 1-D model (scripts/training_conditional.sh), nvae2d for the
+#   2-D STFT model (scripts/training_conditional_2d.sh); the benchmarks group generated sets by it.
+# Environment: TEMPERATURE, BATCH_SIZE, FACTOR (addition), SEED, PYTHON, TASKS ("imbalance addition"), EXTRA_ARGS,
+#   GENERATOR (override the name; nvae_ecg.generate refuses cnvae/nvae2d when it contradicts the checkpoint)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHECKPOINT="${1:-${CHECKPOINT:-$REPO/runs/cnvae_paper/checkpoints/latest.pt}}"
@@ -16,6 +19,14 @@ TASKS="${TASKS:-imbalance addition}"
 PYTHON="${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 cd "$REPO"
+if [[ ! -f "$CHECKPOINT" ]]; then
+    echo "error: checkpoint $CHECKPOINT not found (train with scripts/training_conditional.sh or _2d.sh)" >&2
+    exit 2
+fi
+if [[ -z "${GENERATOR:-}" ]]; then
+    # Memory-mapped: reads the small config entry without loading the weights.
+    GENERATOR="$("$PYTHON" -c 'import sys; from nvae_ecg.generate import checkpoint_generator_name as name; print(name(sys.argv[1]))' "$CHECKPOINT")"
+fi
 for TASK in $TASKS; do
     FACTOR_ARGS=()
     if [[ "$TASK" == "addition" ]]; then FACTOR_ARGS=(--factor "$FACTOR"); fi
@@ -23,7 +34,7 @@ for TASK in $TASKS; do
         --checkpoint "$CHECKPOINT" --data_dir "$DATA_DIR" --dataset ptb-xl \
         --task_type "$TASK" "${FACTOR_ARGS[@]}" \
         --temperature "$TEMPERATURE" --batch_size "$BATCH_SIZE" --seed "$SEED" \
-        --format npy --generator_name cnvae \
-        --out_dir "$OUT_ROOT/cnvae_$TASK" --overwrite \
+        --format npy --generator_name "$GENERATOR" \
+        --out_dir "$OUT_ROOT/${GENERATOR}_$TASK" --overwrite \
         "${EXTRA[@]}"
 done

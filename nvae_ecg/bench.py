@@ -1,0 +1,465 @@
+"""Training and sampling throughput of every generator and of the downstream classifier, fast path vs float64.
+
+Builds a named configuration on synthetic input (uniform noise of the real shape, one-hot
+labels cycling through the classes), runs ``--warmup`` untimed and ``--steps`` timed training
+steps exactly as the trainers do them (the cNVAE-ECG step is ``nvae_ecg.train``'s
+``compute_loss`` + ``apply_gradients``; the GAN step is ``pulse2pulse.train``'s critic update
+with gradient penalty plus a generator update every ``--n_critic`` steps; the classifier step is
+``train_test.classifier``'s BCE step), then ``--split_steps`` more with a device synchronisation
+between forward, backward and optimiser (so the split costs nothing in the throughput figure),
+then ``--sample_batches`` sampling batches. Two precisions run side by side, each in a fresh
+process so that peak memory is its own: the *fast* path (float32 on CPU; float32 weights with
+bf16 autocast on CUDA; optional ``torch.compile``) and *float64*, eager float64 weights and
+inputs as the authors' code runs. One table is printed with the fast/float64 ratio;
+``--json`` writes the figures with machine details.
+
+Example::
+
+    python -m nvae_ecg.bench --model cnvae --config small --batch_size 8 --steps 5 --json bench_small.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_mod
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional
+
+import torch
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nvae_ecg.io import atomic_write_json
+from nvae_ecg.train import COMPILE_CHOICES
+
+MODELS = ("cnvae", "wavegan_star", "pulse2pulse", "xresnet1d101")
+MODES = ("fast", "float64")
+
+
+@dataclass
+class Workload:
+    """One model's training step, split into phases where that is meaningful, and its sampler."""
+
+    batch: int
+    params: int
+    forward: Callable[[], torch.Tensor]            # returns the loss (the whole step when backward is None)
+    backward: Optional[Callable[[torch.Tensor], None]] = None
+    optimize: Optional[Callable[[], None]] = None
+    sample: Optional[Callable[[], torch.Tensor]] = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class ModeResult:
+    """Figures of one precision mode."""
+
+    mode: str
+    dtype: str
+    autocast: str
+    compile: str
+    train_ecg_per_s: float
+    step_ms: float
+    forward_ms: float
+    backward_ms: float
+    optimizer_ms: float
+    sample_ecg_per_s: float
+    peak_mem_gib: float
+    peak_mem_kind: str
+    params: int
+    ops_per_step: int
+    notes: list
+
+
+def _labels(b: int, k: int, device, dtype) -> torch.Tensor:
+    y = torch.zeros(b, k, device=device, dtype=dtype)
+    y[torch.arange(b), torch.arange(b) % k] = 1.0
+    return y
+
+
+def _amp(device: torch.device, fast: bool):
+    """bf16 autocast on CUDA for the fast path; nothing on CPU (CPU bf16 autocast is slower there)."""
+    if fast and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def cnvae_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> Workload:
+    """cNVAE-ECG training step (loss of nvae_ecg.train with every regulariser the flags switch on) and sampler."""
+    from nvae_ecg.config import get_config
+    from nvae_ecg.model import AutoEncoder, count_parameters
+    from nvae_ecg.objectives import kl_balancer_coeff
+    from nvae_ecg.train import apply_gradients, compile_model, compute_loss
+
+    overrides = {"length": args.length} if args.length else {}
+    cfg = get_config(args.config, **overrides)
+    model = AutoEncoder(cfg).to(device=device, dtype=dtype)
+    notes = []
+    if fast and args.compile != "none":
+        notes.append(compile_model(model, args.compile))
+    opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3)
+    b = args.batch_size
+    x = torch.rand(b, cfg.num_input_channels, cfg.length, device=device, dtype=dtype)
+    y = _labels(b, cfg.num_classes, device, dtype)
+    alpha_i = kl_balancer_coeff(cfg.num_latent_scales, model.groups_per_scale, fun="square").to(device)
+    # kl_w < 1 keeps the KL-balancing branch live, as during the first 30 % of training.
+    loss_args = SimpleNamespace(kl_balance=args.kl_balance, spectral_regularization=args.spectral_regularization)
+    amp = _amp(device, fast)
+
+    def forward() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss, _, _ = compute_loss(model, x, y, 0.5, loss_args, alpha_i, 1e-2)
+        return loss
+
+    @torch.no_grad()
+    def sample() -> torch.Tensor:
+        model.eval()
+        with amp:
+            out = model.sample(y, t=1.0)
+        model.train()
+        return out
+
+    return Workload(b, count_parameters(model), forward, lambda loss: loss.backward(),
+                    lambda: apply_gradients(model, opt, None, 0.0), sample, notes)
+
+
+def gan_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> Workload:
+    """WGAN-GP step of pulse2pulse.train (critic + generator every n_critic steps) and the generator's sampler."""
+    from pulse2pulse.config import get_config
+    from pulse2pulse.models import build_discriminator, build_generator, count_parameters
+    from pulse2pulse.wgan import critic_loss, generator_loss
+
+    cfg = get_config(args.config, model=args.model)
+    g = build_generator(cfg).to(device=device, dtype=dtype)
+    d = build_discriminator(cfg).to(device=device, dtype=dtype)
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if fast and device.type == "cuda" else None
+    b = args.batch_size
+    x = torch.rand(b, cfg.num_channels, cfg.length, device=device, dtype=dtype)
+    y = _labels(b, cfg.num_classes, device, dtype)
+    y_d = y if cfg.cond_discriminator != "none" else None
+    d_params = list(d.parameters())
+    count = [0]
+
+    def noise() -> torch.Tensor:
+        return g.noise(b, device=device).to(dtype)
+
+    def step() -> torch.Tensor:
+        for p_ in d_params:
+            p_.requires_grad_(True)
+        with torch.no_grad(), (amp if amp is not None else nullcontext()):
+            fake = g(noise(), y)
+        opt_d.zero_grad(set_to_none=True)
+        loss = critic_loss(d, x, fake.to(dtype), y_d, 10.0, amp)["loss"]
+        loss.backward()
+        opt_d.step()
+        count[0] += 1
+        if count[0] % args.n_critic == 0:
+            for p_ in d_params:
+                p_.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            with amp if amp is not None else nullcontext():
+                fake = g(noise(), y)
+            generator_loss(d, fake, y_d, amp).backward()
+            opt_g.step()
+        return loss
+
+    @torch.no_grad()
+    def sample() -> torch.Tensor:
+        with amp if amp is not None else nullcontext():
+            return g(noise(), y)
+
+    n = count_parameters(g) + count_parameters(d)
+    return Workload(b, n, step, None, None, sample,
+                    [f"one step = critic update + generator update every {args.n_critic} steps"])
+
+
+def xresnet_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> Workload:
+    """XResNet1d101 BCE training step of train_test.classifier (AdamW) on 12-lead input; no sampler."""
+    from train_test.xresnet1d import build_model, count_parameters
+
+    arch = args.config if args.config != "paper" else "xresnet1d101"
+    model = build_model(arch, n_in=12, n_out=9).to(device=device, dtype=dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    b = args.batch_size
+    length = args.length or 5000
+    x = torch.randn(b, 12, length, device=device, dtype=dtype)
+    y = _labels(b, 9, device, dtype)
+    amp = _amp(device, fast)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def forward() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            logits = model(x)
+        return loss_fn(logits.to(dtype), y)
+
+    return Workload(b, count_parameters(model), forward, lambda loss: loss.backward(), opt.step, None,
+                    [f"arch {arch}"])
+
+
+WORKLOADS: dict[str, Callable] = {"cnvae": cnvae_workload, "wavegan_star": gan_workload,
+                                  "pulse2pulse": gan_workload, "xresnet1d101": xresnet_workload}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts ATen operators that run a kernel (views and metadata ops excluded): ~ kernel launches on a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda max allocated"
+    # ru_maxrss is KiB on Linux, bytes on macOS; each mode runs in its own process, so the peak is its own.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**30 if sys.platform == "darwin" else 2**20), "process peak RSS"
+
+
+def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
+    """Time one precision mode in this process."""
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fast = mode == "fast"
+    dtype = torch.float32 if fast else torch.float64
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+    w = WORKLOADS[args.model](args, device, dtype, fast)
+
+    def step() -> None:
+        loss = w.forward()
+        if w.backward is not None:
+            w.backward(loss)
+            w.optimize()
+
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync(device)
+    step_s = (time.perf_counter() - t0) / args.steps
+
+    phases = [float("nan")] * 3
+    if w.backward is not None and args.split_steps > 0:
+        acc = [0.0, 0.0, 0.0]
+        for _ in range(args.split_steps):
+            t = time.perf_counter()
+            loss = w.forward()
+            _sync(device)
+            t1 = time.perf_counter()
+            w.backward(loss)
+            _sync(device)
+            t2 = time.perf_counter()
+            w.optimize()
+            _sync(device)
+            t3 = time.perf_counter()
+            acc = [acc[0] + t1 - t, acc[1] + t2 - t1, acc[2] + t3 - t2]
+        phases = [1000 * a / args.split_steps for a in acc]
+
+    ops = 0
+    if args.count_ops:
+        with OpCounter() as counter:
+            step()
+        ops = counter.count
+
+    sample_rate = float("nan")
+    if w.sample is not None and args.sample_batches > 0:
+        w.sample()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.sample_batches):
+            w.sample()
+        _sync(device)
+        sample_rate = args.sample_batches * w.batch / (time.perf_counter() - t0)
+    mem, kind = _peak_memory(device)
+    return ModeResult(mode=mode, dtype=str(dtype).replace("torch.", ""),
+                      autocast="bf16" if fast and device.type == "cuda" else "none",
+                      compile=args.compile if fast and args.model == "cnvae" else "none",
+                      train_ecg_per_s=w.batch / step_s, step_ms=1000 * step_s, forward_ms=phases[0],
+                      backward_ms=phases[1], optimizer_ms=phases[2], sample_ecg_per_s=sample_rate,
+                      peak_mem_gib=mem, peak_mem_kind=kind, params=w.params, ops_per_step=ops, notes=w.notes)
+
+
+def _child(args: argparse.Namespace, mode: str, queue) -> None:
+    try:
+        queue.put(("ok", asdict(run_mode(args, mode))))
+    except BaseException as e:  # report to the parent instead of dying silently
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def run_isolated(args: argparse.Namespace, mode: str) -> dict:
+    """Run one mode in a fresh (spawned) process, so its peak memory and warm-up are its own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(args, mode, queue))
+    proc.start()
+    while True:
+        try:
+            status, payload = queue.get(timeout=5)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():  # killed (e.g. by the out-of-memory killer) before it could report
+                raise RuntimeError(f"benchmark mode {mode!r} died with exit code {proc.exitcode} "
+                                   "(out of memory? try a smaller --batch_size)") from None
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"benchmark mode {mode!r} failed: {payload}")
+    return payload
+
+
+def data_throughput(args: argparse.Namespace, device: torch.device) -> dict:
+    """ECGs/s that the trainer's DataLoader (memory-mapped rows, workers, pinned memory) delivers to the device."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from nvae_ecg.data.datasets import GeneratorDataset
+
+    ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes="all")
+    loader = DataLoader(ds, batch_size=args.batch_size, sampler=RandomSampler(ds), drop_last=True,
+                        num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=args.num_workers > 0)
+    n, it = 0, iter(loader)
+    next(it)  # worker start-up is a one-off cost
+    t0 = time.perf_counter()
+    for x, _ in it:
+        x.to(device, non_blocking=True)
+        n += x.shape[0]
+        if n >= args.data_ecgs:
+            break
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"data_dir": str(args.data_dir), "dataset": args.dataset, "num_workers": args.num_workers,
+            "ecgs": n, "ecg_per_s": n / max(dt, 1e-9)}
+
+
+def machine_info(device: torch.device) -> dict:
+    """Host, torch and accelerator details recorded next to the figures."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def format_table(results: list[dict], args: argparse.Namespace) -> str:
+    """One Markdown table: a row per mode plus the fast/float64 ratio."""
+    cols = [("train ECG/s", "train_ecg_per_s", "{:.2f}"), ("step ms", "step_ms", "{:.1f}"),
+            ("fwd ms", "forward_ms", "{:.1f}"), ("bwd ms", "backward_ms", "{:.1f}"),
+            ("opt ms", "optimizer_ms", "{:.1f}"), ("sample ECG/s", "sample_ecg_per_s", "{:.2f}"),
+            ("peak GiB", "peak_mem_gib", "{:.2f}"), ("ops/step", "ops_per_step", "{:d}")]
+    head = ["mode", "dtype", "autocast", "compile"] + [c[0] for c in cols]
+    lines = [f"{args.model} / {args.config}, batch {args.batch_size}, device {args.device}, "
+             f"{args.steps} timed steps after {args.warmup} warm-up",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["mode"], r["dtype"], r["autocast"], r["compile"]] + [f.format(r[k]) for _, k, f in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    by_mode = {r["mode"]: r for r in results}
+    if "fast" in by_mode and "float64" in by_mode:
+        ratio = by_mode["fast"]["train_ecg_per_s"] / by_mode["float64"]["train_ecg_per_s"]
+        s_ratio = by_mode["fast"]["sample_ecg_per_s"] / by_mode["float64"]["sample_ecg_per_s"]
+        lines.append(f"fast / float64: training {ratio:.2f}x, sampling {s_ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description="Training/sampling throughput, fast path vs float64 eager.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="cnvae", choices=MODELS, help="what to benchmark")
+    p.add_argument("--config", default="paper",
+                   help="named configuration of that model (cnvae: nvae_ecg.config; GANs: pulse2pulse.config; "
+                        "xresnet1d101: train_test.archs name, 'paper' = xresnet1d101)")
+    p.add_argument("--length", type=int, default=0, help="ECG length in samples (0: the configuration's)")
+    p.add_argument("--batch_size", type=int, default=8, help="training and sampling batch size")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    p.add_argument("--split_steps", type=int, default=2,
+                   help="extra steps timed phase by phase (forward/backward/optimizer); 0: skip")
+    p.add_argument("--sample_batches", type=int, default=2, help="timed sampling batches (0: skip)")
+    p.add_argument("--count_ops", action=argparse.BooleanOptionalAction, default=True,
+                   help="count the ATen operators (~ GPU kernel launches) of one extra training step")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="precision modes to run")
+    p.add_argument("--compile", default="none", choices=COMPILE_CHOICES,
+                   help="torch.compile in the fast path (cnvae): every residual cell on its own, or none")
+    p.add_argument("--kl_balance", action="store_true", help="include NVAE's KL balancing in the loss")
+    p.add_argument("--spectral_regularization", action="store_true",
+                   help="include NVAE's spectral regulariser (off by default, as in nvae_ecg.train and the authors' code)")
+    p.add_argument("--n_critic", type=int, default=5, help="GANs: critic steps per generator step")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no_isolate", action="store_true",
+                   help="run the modes in this process (peak RSS then covers both); default: one process each")
+    p.add_argument("--data_dir", default=None,
+                   help="prepared data folder: also measure the trainer's DataLoader throughput on it")
+    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="with --data_dir")
+    p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers for the data measurement")
+    p.add_argument("--data_ecgs", type=int, default=2000, help="ECGs to read for the data measurement")
+    p.add_argument("--json", default=None, help="write the figures and machine details to this JSON file")
+    args = p.parse_args(argv)
+    for name in ("batch_size", "steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the benchmark, print the table, optionally write JSON; returns the figures."""
+    from nvae_ecg.generation import resolve_device
+
+    device = resolve_device(args.device)
+    args.device = device.type
+    results = []
+    for mode in args.modes:
+        print(f"[bench] {args.model}/{args.config} {mode} ...", file=sys.stderr, flush=True)
+        results.append(asdict(run_mode(args, mode)) if args.no_isolate else run_isolated(args, mode))
+    table = format_table(results, args)
+    data = None
+    if args.data_dir:
+        data = data_throughput(args, device)
+        table += (f"\ndata loading ({data['dataset']}, {data['num_workers']} workers): {data['ecg_per_s']:.0f} ECG/s "
+                  f"over {data['ecgs']} ECGs")
+    print(table)
+    out = {"args": vars(args), "machine": machine_info(device), "results": results, "data": data, "table": table}
+    by_mode = {r["mode"]: r for r in results}
+    if "fast" in by_mode and "float64" in by_mode:
+        out["train_speedup"] = by_mode["fast"]["train_ecg_per_s"] / by_mode["float64"]["train_ecg_per_s"]
+    if args.json:
+        atomic_write_json(Path(args.json), out)
+    return out
+
+
+if __name__ == "__main__":
+    main(parse_args())

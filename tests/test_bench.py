@@ -1,0 +1,152 @@
+"""Tests of the throughput benchmark (``nvae_ecg.bench``) and of the fast path's numerical equivalence.
+
+The precision test trains the same tiny cNVAE-ECG from the same initial weights on the same demo
+batches in float32 and in float64, with the latent noise drawn in float64 and cast (so both see
+the same draws up to rounding), using the trainer's own ``compute_loss`` and ``apply_gradients``;
+the NELBO of every step must agree to ``NELBO_RTOL``.
+
+Example::
+
+    pytest tests/test_bench.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nvae_ecg import bench
+from nvae_ecg.config import get_config
+from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.model import AutoEncoder
+from nvae_ecg.objectives import kl_balancer_coeff
+from nvae_ecg.train import apply_gradients, compute_loss
+
+#: Relative NELBO tolerance between float32 and float64 after a few Adamax steps (measured on CPU: 5e-8).
+NELBO_RTOL = 1e-5
+
+
+def _bench_args(*extra: str):
+    return bench.parse_args(["--steps", "1", "--warmup", "1", "--split_steps", "1", "--sample_batches", "1",
+                             "--batch_size", "2", "--device", "cpu", *extra])
+
+
+def test_bench_cnvae_both_modes_json(tmp_path, prepared_ptbxl):
+    out_json = tmp_path / "bench.json"
+    args = _bench_args("--model", "cnvae", "--config", "tiny", "--length", "512", "--json", str(out_json),
+                       "--data_dir", str(prepared_ptbxl), "--num_workers", "0", "--data_ecgs", "8")
+    out = bench.main(args)
+    modes = [r["mode"] for r in out["results"]]
+    assert modes == ["fast", "float64"]
+    fast, f64 = out["results"]
+    assert fast["dtype"] == "float32" and f64["dtype"] == "float64"
+    for r in out["results"]:
+        assert r["train_ecg_per_s"] > 0 and r["sample_ecg_per_s"] > 0 and r["peak_mem_gib"] > 0
+        assert r["forward_ms"] > 0 and r["backward_ms"] > 0 and r["optimizer_ms"] > 0
+        assert r["params"] == fast["params"]
+        assert r["ops_per_step"] > 100  # forward + backward + optimiser of a deep network
+    assert fast["ops_per_step"] == f64["ops_per_step"]  # same graph in both precisions
+    assert out["data"]["ecgs"] >= 8 and out["data"]["ecg_per_s"] > 0
+    assert out["train_speedup"] == pytest.approx(fast["train_ecg_per_s"] / f64["train_ecg_per_s"])
+    saved = json.loads(out_json.read_text())
+    assert saved["results"][0]["mode"] == "fast" and "fast / float64" in saved["table"]
+    assert saved["machine"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize("model,config", [("wavegan_star", "tiny"), ("pulse2pulse", "tiny"), ("xresnet1d101", "tiny")])
+def test_bench_other_models_in_process(model, config):
+    args = _bench_args("--model", model, "--config", config, "--modes", "fast", "--no_isolate", "--n_critic", "1")
+    out = bench.main(args)
+    (r,) = out["results"]
+    assert r["train_ecg_per_s"] > 0 and r["params"] > 0
+    if model == "xresnet1d101":
+        assert np.isnan(r["sample_ecg_per_s"]) and r["backward_ms"] > 0
+    else:  # a GAN step is critic + generator: no phase split, but a sampler
+        assert np.isnan(r["forward_ms"]) and r["sample_ecg_per_s"] > 0
+
+
+def test_bench_rejects_bad_flags():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--steps", "0"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", "nope"])
+
+
+def _train_nelbos(dtype: torch.dtype, state: dict, batches, cfg, monkeypatch, steps: int) -> list[float]:
+    """NELBO per step of a few Adamax steps in the given dtype, with float64 latent noise cast to dtype."""
+    real_randn = torch.randn
+
+    def randn64(*size, dtype=None, **kw):  # same draws for both precisions, up to the final rounding
+        return real_randn(*size, dtype=torch.float64, **kw).to(dtype or torch.get_default_dtype())
+
+    monkeypatch.setattr(torch, "randn", randn64)
+    torch.manual_seed(123)
+    model = AutoEncoder(cfg)
+    model.load_state_dict(state)
+    model = model.to(dtype)
+    opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3)
+    alpha_i = kl_balancer_coeff(cfg.num_latent_scales, model.groups_per_scale)
+    args = SimpleNamespace(kl_balance=True, spectral_regularization=True)
+    out = []
+    for i in range(steps):
+        x, y = batches[i % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        loss, parts, _ = compute_loss(model, x.to(dtype), y.to(dtype), 0.5, args, alpha_i, 1e-2)
+        loss.backward()
+        apply_gradients(model, opt, None, 0.0)
+        out.append(float(parts["nelbo"].detach()))
+    monkeypatch.undo()
+    return out
+
+
+def test_float32_matches_float64_nelbo(prepared_ptbxl, monkeypatch):
+    """The fast path (float32) trains the same model as the float64 mode: NELBO agrees step by step."""
+    ds = GeneratorDataset(prepared_ptbxl, "ptb-xl", split="train", classes="all")
+    length = 1000
+    xs = torch.stack([torch.as_tensor(np.asarray(ds[i][0]))[..., :length] for i in range(8)]).double()
+    ys = torch.stack([torch.as_tensor(np.asarray(ds[i][1])) for i in range(8)]).double()
+    batches = [(xs[:4], ys[:4]), (xs[4:], ys[4:])]
+    cfg = get_config("tiny", length=length, num_classes=ys.shape[1])
+    torch.manual_seed(0)
+    state = AutoEncoder(cfg).state_dict()
+    n64 = _train_nelbos(torch.float64, state, batches, cfg, monkeypatch, steps=4)
+    n32 = _train_nelbos(torch.float32, state, batches, cfg, monkeypatch, steps=4)
+    assert all(np.isfinite(n64)) and n64[0] != n64[-1]  # training moved the model
+    print("max relative NELBO difference", np.max(np.abs(np.subtract(n32, n64)) / np.abs(n64)))
+    np.testing.assert_allclose(n32, n64, rtol=NELBO_RTOL)
+
+
+def test_bench_reports_a_failing_mode():
+    """A mode that fails in its own process is reported with its error instead of hanging the parent."""
+    args = _bench_args("--model", "cnvae", "--config", "no_such_config", "--modes", "float64")
+    with pytest.raises(RuntimeError, match="float64"):
+        bench.main(args)
+
+
+@pytest.mark.slow
+def test_compiled_cells_match_eager():
+    """--compile cells (torch.compile of every residual cell) computes the same forward and gradients."""
+    from nvae_ecg.train import compile_model
+
+    cfg = get_config("tiny", length=256)
+    torch.manual_seed(0)
+    eager = AutoEncoder(cfg)
+    compiled = AutoEncoder(cfg)
+    compiled.load_state_dict(eager.state_dict())
+    note = compile_model(compiled, "cells")
+    assert "cells" in note
+    x = torch.rand(3, 8, 256)
+    y = torch.eye(cfg.num_classes)[:3]
+    grads = []
+    for m in (eager, compiled):
+        torch.manual_seed(1)
+        out = m(x, y)
+        loss = out.logits.square().mean() + torch.stack(out.kl_all).mean()
+        loss.backward()
+        grads.append((out.logits.detach(), m.stem.weight.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-3, atol=1e-5)
