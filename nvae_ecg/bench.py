@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import torch
 
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from nvae_ecg.io import atomic_write_json
 from nvae_ecg.train import COMPILE_CHOICES
@@ -76,6 +77,7 @@ class ModeResult:
     peak_mem_kind: str
     params: int
     ops_per_step: int
+    gflop_per_ecg: float
     notes: list
 
 
@@ -105,7 +107,7 @@ def cnvae_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -
     notes = []
     if fast and args.compile != "none":
         notes.append(compile_model(model, args.compile))
-    opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3)
+    opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3, foreach=True)  # as the trainer
     b = args.batch_size
     x = torch.rand(b, cfg.num_input_channels, cfg.length, device=device, dtype=dtype)
     y = _labels(b, cfg.num_classes, device, dtype)
@@ -286,11 +288,12 @@ def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
             acc = [acc[0] + t1 - t, acc[1] + t2 - t1, acc[2] + t3 - t2]
         phases = [1000 * a / args.split_steps for a in acc]
 
-    ops = 0
+    ops, gflop = 0, float("nan")
     if args.count_ops:
-        with OpCounter() as counter:
+        # Matmul/convolution FLOPs of forward + backward (torch's FlopCounterMode), per training ECG.
+        with FlopCounterMode(display=False) as flops, OpCounter() as counter:
             step()
-        ops = counter.count
+        ops, gflop = counter.count, flops.get_total_flops() / w.batch / 1e9
 
     sample_rate = float("nan")
     if w.sample is not None and args.sample_batches > 0:
@@ -307,7 +310,8 @@ def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
                       compile=args.compile if fast and args.model == "cnvae" else "none",
                       train_ecg_per_s=w.batch / step_s, step_ms=1000 * step_s, forward_ms=phases[0],
                       backward_ms=phases[1], optimizer_ms=phases[2], sample_ecg_per_s=sample_rate,
-                      peak_mem_gib=mem, peak_mem_kind=kind, params=w.params, ops_per_step=ops, notes=w.notes)
+                      peak_mem_gib=mem, peak_mem_kind=kind, params=w.params, ops_per_step=ops,
+                      gflop_per_ecg=gflop, notes=w.notes)
 
 
 def _child(args: argparse.Namespace, mode: str, queue) -> None:
@@ -377,7 +381,8 @@ def format_table(results: list[dict], args: argparse.Namespace) -> str:
     cols = [("train ECG/s", "train_ecg_per_s", "{:.2f}"), ("step ms", "step_ms", "{:.1f}"),
             ("fwd ms", "forward_ms", "{:.1f}"), ("bwd ms", "backward_ms", "{:.1f}"),
             ("opt ms", "optimizer_ms", "{:.1f}"), ("sample ECG/s", "sample_ecg_per_s", "{:.2f}"),
-            ("peak GiB", "peak_mem_gib", "{:.2f}"), ("ops/step", "ops_per_step", "{:d}")]
+            ("peak GiB", "peak_mem_gib", "{:.2f}"), ("ops/step", "ops_per_step", "{:d}"),
+            ("GFLOP/ECG", "gflop_per_ecg", "{:.1f}")]
     head = ["mode", "dtype", "autocast", "compile"] + [c[0] for c in cols]
     lines = [f"{args.model} / {args.config}, batch {args.batch_size}, device {args.device}, "
              f"{args.steps} timed steps after {args.warmup} warm-up",
@@ -388,8 +393,10 @@ def format_table(results: list[dict], args: argparse.Namespace) -> str:
     by_mode = {r["mode"]: r for r in results}
     if "fast" in by_mode and "float64" in by_mode:
         ratio = by_mode["fast"]["train_ecg_per_s"] / by_mode["float64"]["train_ecg_per_s"]
-        s_ratio = by_mode["fast"]["sample_ecg_per_s"] / by_mode["float64"]["sample_ecg_per_s"]
-        lines.append(f"fast / float64: training {ratio:.2f}x, sampling {s_ratio:.2f}x")
+        line = f"fast / float64: training {ratio:.2f}x"
+        if by_mode["fast"]["sample_ecg_per_s"] > 0:  # NaN (no sampler) compares False
+            line += f", sampling {by_mode['fast']['sample_ecg_per_s'] / by_mode['float64']['sample_ecg_per_s']:.2f}x"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -409,7 +416,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra steps timed phase by phase (forward/backward/optimizer); 0: skip")
     p.add_argument("--sample_batches", type=int, default=2, help="timed sampling batches (0: skip)")
     p.add_argument("--count_ops", action=argparse.BooleanOptionalAction, default=True,
-                   help="count the ATen operators (~ GPU kernel launches) of one extra training step")
+                   help="count the ATen operators (~ GPU kernel launches) and matmul/conv FLOPs of one extra "
+                        "training step")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="precision modes to run")
     p.add_argument("--compile", default="none", choices=COMPILE_CHOICES,
                    help="torch.compile in the fast path (cnvae): every residual cell on its own, or none")
@@ -441,18 +449,28 @@ def main(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     args.device = device.type
-    results = []
+    results, errors = [], {}
     for mode in args.modes:
         print(f"[bench] {args.model}/{args.config} {mode} ...", file=sys.stderr, flush=True)
-        results.append(asdict(run_mode(args, mode)) if args.no_isolate else run_isolated(args, mode))
+        if args.no_isolate:
+            results.append(asdict(run_mode(args, mode)))
+            continue
+        try:
+            results.append(run_isolated(args, mode))
+        except RuntimeError as e:  # keep the modes that did finish (a float64 run may not fit in memory)
+            errors[mode] = str(e)
+            print(f"[bench] {e}", file=sys.stderr, flush=True)
     table = format_table(results, args)
+    for mode, msg in errors.items():
+        table += f"\n{mode}: FAILED ({msg})"
     data = None
     if args.data_dir:
         data = data_throughput(args, device)
         table += (f"\ndata loading ({data['dataset']}, {data['num_workers']} workers): {data['ecg_per_s']:.0f} ECG/s "
                   f"over {data['ecgs']} ECGs")
     print(table)
-    out = {"args": vars(args), "machine": machine_info(device), "results": results, "data": data, "table": table}
+    out = {"args": vars(args), "machine": machine_info(device), "results": results, "errors": errors, "data": data,
+           "table": table}
     by_mode = {r["mode"]: r for r in results}
     if "fast" in by_mode and "float64" in by_mode:
         out["train_speedup"] = by_mode["fast"]["train_ecg_per_s"] / by_mode["float64"]["train_ecg_per_s"]
@@ -462,4 +480,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(1 if main(parse_args())["errors"] else 0)

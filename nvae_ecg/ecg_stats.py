@@ -40,6 +40,9 @@ REFRACTORY_S = 0.25
 INTEGRATION_S = 0.12
 #: A QRS must exceed this fraction of the envelope's 99.5th percentile.
 THRESHOLD_FRACTION = 0.3
+#: A lead whose band-passed peak-to-peak amplitude is below this (mV) has no detectable QRS (flat or constant
+#: signals would otherwise yield "peaks" in their round-off ripple).
+MIN_QRS_MV = 0.05
 #: Fewer detected beats than this give no heart rate.
 MIN_BEATS = 3
 #: Default window of a heartbeat around its R peak (s before, s after).
@@ -73,6 +76,8 @@ def detect_r_peaks(x12, fs: float = 500.0, lead: str = "II") -> np.ndarray:
     if len(x) < fs or not np.isfinite(x).all():
         return np.zeros(0, dtype=np.int64)
     bp = sps.sosfiltfilt(_sos(float(fs), QRS_BAND, "bandpass"), x)
+    if np.ptp(bp) < MIN_QRS_MV:
+        return np.zeros(0, dtype=np.int64)
     env = np.gradient(bp) ** 2
     win = max(1, int(round(INTEGRATION_S * fs)))
     env = np.convolve(env, np.ones(win) / win, mode="same")

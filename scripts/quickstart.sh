@@ -21,6 +21,8 @@
 #   CLS_ARCH CLS_EPOCHS SEEDS    classifier of both benchmarks (tiny 4 "0" / tiny 1 "0"; paper: xresnet1d101 50)
 #   MAX_PER_CLASS  ECGs per class and source in the report's heart-rate and heartbeat figures (200 / 30)
 #   DEVICE         auto (GPU when visible), cpu or cuda
+#   WITH_2D=1      also train 2D-cNVAE-ECG (the paper's STFT ablation, generator nvae2d; VAE2D_CONFIG small2d /
+#                  tiny2d), generate from it and include it in both benchmarks and the report
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$(mkdir -p "${1:-${WORK_DIR:-$PWD/quickstart}}" && cd "${1:-${WORK_DIR:-$PWD/quickstart}}" && pwd)"
@@ -55,12 +57,14 @@ else
     CLS_ARCH="${CLS_ARCH:-tiny}"; CLS_EPOCHS="${CLS_EPOCHS:-4}"; SEEDS="${SEEDS:-0}"
     MAX_PER_CLASS="${MAX_PER_CLASS:-200}"
 fi
+WITH_2D="${WITH_2D:-0}"
+if [[ "${QUICK:-0}" == "1" ]]; then VAE2D_CONFIG="${VAE2D_CONFIG:-tiny2d}"; else VAE2D_CONFIG="${VAE2D_CONFIG:-small2d}"; fi
 DEVICE="${DEVICE:-auto}"
 TEMPERATURE="${TEMPERATURE:-0.5}"
 GAN_HOURS="$(awk -v m="$GAN_MINUTES" 'BEGIN { printf "%.6f", m / 60 }')"
 export PYTHON
 cd "$REPO"
-STAGES=9
+STAGES=10
 stage() { echo; echo "[$1/$STAGES] $2   ($((SECONDS - T0)) s elapsed)"; }
 
 stage 1 "writing demo data ($N_PTBXL PTB-XL, $N_GEORGIA Georgia, $N_NINGBO Ningbo records) to $WORK/raw"
@@ -76,6 +80,13 @@ VAE_ARGS="--num_workers 0 --log_every 10 --iw_samples 2 --max_val_batches 2 --sa
 CONFIG="$VAE_CONFIG" EPOCHS="$VAE_EPOCHS" MAX_STEPS="$VAE_MAX_STEPS" BATCH_SIZE="$VAE_BATCH" AMP=bf16 \
     EXTRA_ARGS="$VAE_ARGS --device $DEVICE" \
     bash "$REPO/scripts/training_conditional.sh" "$WORK/prepared" "$WORK/runs" cnvae
+if [[ "$WITH_2D" == "1" ]]; then
+    echo "[3/$STAGES] WITH_2D=1: training a '$VAE2D_CONFIG' 2D-cNVAE-ECG (scripts/training_conditional_2d.sh)"
+    rm -rf "$WORK/runs/nvae2d"
+    CONFIG="$VAE2D_CONFIG" EPOCHS="$VAE_EPOCHS" MAX_STEPS="$VAE_MAX_STEPS" BATCH_SIZE="$VAE_BATCH" AMP=bf16 \
+        EXTRA_ARGS="$VAE_ARGS --device $DEVICE" \
+        bash "$REPO/scripts/training_conditional_2d.sh" "$WORK/prepared" "$WORK/runs" nvae2d
+fi
 
 for GAN in wavegan_star pulse2pulse; do
     if [[ "$GAN" == "wavegan_star" ]]; then N=4; else N=5; fi
@@ -94,6 +105,11 @@ rm -rf "$WORK/generated"
 TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
     bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/cnvae/checkpoints/latest.pt" "$WORK/prepared" \
     "$WORK/generated"
+if [[ "$WITH_2D" == "1" ]]; then
+    TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
+        bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/nvae2d/checkpoints/latest.pt" "$WORK/prepared" \
+        "$WORK/generated"
+fi
 for GAN in wavegan_star pulse2pulse; do
     BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
         bash "$REPO/scripts/generate_gan_samples.sh" "$WORK/runs/$GAN/checkpoints/latest.pt" "$WORK/prepared" \
@@ -116,9 +132,17 @@ EPOCHS="$CLS_EPOCHS" PRETRAIN_EPOCHS="$CLS_EPOCHS" SEEDS="$SEEDS" ARCH="$CLS_ARC
     > "$WORK/enrich_pretrain.log"
 echo "tables: $WORK/results/enrich_pretrain/report/tables.md (log: $WORK/enrich_pretrain.log)"
 
-stage 9 "writing the report (python -m train_test.report)"
+stage 9 "synthetic-ECG quality of every generator: fidelity, realism, physiology, memorisation (scripts/evaluate_quality.sh)"
+ARCH="$CLS_ARCH" EPOCHS="$CLS_EPOCHS" BOOTSTRAP=100 NUM_WORKERS=0 WORKERS=2 DEVICE="$DEVICE" \
+    MAX_PER_CLASS="$MAX_PER_CLASS" \
+    bash "$REPO/scripts/evaluate_quality.sh" "$WORK/prepared" "$WORK/generated" "$WORK/results/quality" \
+    > "$WORK/quality.log"
+echo "tables: $WORK/results/quality/quality.md (log: $WORK/quality.log)"
+
+stage 10 "writing the report (python -m train_test.report)"
 "$PYTHON" -m train_test.report "$WORK/results" --prepared_dir "$WORK/prepared" --generated_root "$WORK/generated" \
-    --out_dir "$WORK/report" --max_per_class "$MAX_PER_CLASS" > "$WORK/report.log"
+    --quality_dir "$WORK/results/quality" --out_dir "$WORK/report" --max_per_class "$MAX_PER_CLASS" \
+    > "$WORK/report.log"
 echo
 echo "quickstart finished in $((SECONDS - T0)) s; TensorBoard logs: tensorboard --logdir $WORK/runs"
 echo "done: report at $WORK/report/report.md"

@@ -52,6 +52,7 @@ def test_zero_padding_flat_and_bad_input():
     assert heart_rate(padded, FS) == pytest.approx(heart_rate(sim.signal, FS), abs=1e-9)
     assert heart_rate(padded, FS) == pytest.approx(sim.heart_rate_bpm, abs=2.0)
     assert np.isnan(heart_rate(np.zeros((12, 5000)), FS))
+    assert np.isnan(heart_rate(np.ones((12, 5000)), FS))  # constant: no QRS (not peaks in round-off ripple)
     assert np.isnan(heart_rate(np.full((12, 5000), np.nan), FS))
     assert median_beat(np.zeros((12, 5000)), FS) is None
     with pytest.raises(ValueError, match=r"\(12, n\)"):

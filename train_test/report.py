@@ -19,7 +19,9 @@ writes into ``RESULTS_DIR/report`` (or ``--out_dir``):
   the ECG figures of :mod:`train_test.figures`: 12-lead clinical plots of real and
   generated ECGs per class, nearest real neighbours (paper Fig. 4/5), the median
   lead-I heartbeat (paper Fig. 6) and heart-rate distributions per class. With
-  ``--prepared_dir`` the benchmark results are optional.
+  ``--prepared_dir`` the benchmark results are optional. The synthetic-ECG quality
+  tables and figures of :mod:`train_test.evaluate_quality` are appended when a
+  ``quality.json`` lies in RESULTS_DIR, one of its subfolders, or ``--quality_dir``.
 
 Example::
 
@@ -334,16 +336,19 @@ def pretrain_rows(files: list[dict]) -> list[dict]:
 
 
 def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), generated_root=None,
-                 dataset: str = "ptb-xl", max_per_class: int = 200, nn_candidates: int = 2000, seed: int = 0) -> dict:
+                 dataset: str = "ptb-xl", max_per_class: int = 200, nn_candidates: int = 2000, seed: int = 0,
+                 quality_dir=None) -> dict:
     """Aggregate, then write report.json, CSVs, tables.md, report.md and PNGs; return the aggregated dictionary.
 
     With ``prepared_dir`` the ECG figures of :mod:`train_test.figures` join report.md (real training split of
-    ``dataset`` vs. the generated sets) and the benchmark results become optional.
+    ``dataset`` vs. the generated sets) and the benchmark results become optional. The quality report of
+    :mod:`train_test.evaluate_quality` joins report.md when ``quality_dir`` (or RESULTS_DIR, or one of its
+    subfolders) holds a quality.json.
     """
     try:
         found = find_results(results_dir)
     except FileNotFoundError:
-        if prepared_dir is None:
+        if prepared_dir is None and find_quality(results_dir, quality_dir) is None:
             raise
         found = {}
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
@@ -384,6 +389,14 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
         report["figures"] = {"prepared_dir": str(prepared_dir), "dataset": dataset, "heart_rate": fig["heart_rate"]}
         written += [Path(p) for p in fig["written"]]
         full.append(fig["markdown"])
+    quality = find_quality(results_dir, quality_dir)
+    if quality is not None:
+        # Lazy import: the quality module pulls in the classifier stack, which a plain report does not need.
+        from train_test.evaluate_quality import quality_markdown
+
+        rel = Path(os.path.relpath(quality.parent, out)).as_posix()
+        full.append(quality_markdown(json.loads(quality.read_text()), "" if rel == "." else rel + "/", level=2))
+        report["quality"] = str(quality)
     text = "\n".join(md)
     _write_text(out / "tables.md", text)
     _write_text(out / "report.md", "\n".join(full))
@@ -393,6 +406,21 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
     report["markdown"] = text
     report["report_md"] = str(out / "report.md")
     return report
+
+
+def find_quality(results_dir, quality_dir=None) -> Path | None:
+    """quality.json in ``quality_dir`` (required there), else in RESULTS_DIR or one of its subfolders, else None."""
+    if quality_dir is not None:
+        path = Path(quality_dir) / "quality.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; run python -m train_test.evaluate_quality "
+                                    f"--out_dir {quality_dir} first")
+        return path
+    root = Path(results_dir)
+    if not root.is_dir():
+        return None
+    found = sorted([*root.glob("quality.json"), *root.glob("*/quality.json")])
+    return found[0] if found else None
 
 
 def _keys_to_str(obj):
@@ -412,6 +440,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results_dir", help="folder holding enrich_train.json / enrich_pretrain.json (or one level below)")
     p.add_argument("--out_dir", default=None, help="where to write the report (default: RESULTS_DIR/report)")
+    p.add_argument("--quality_dir", default=None,
+                   help="folder of a train_test.evaluate_quality report to include (default: a quality.json found "
+                        "in RESULTS_DIR or one of its subfolders)")
     add_figure_flags(p)
     return p.parse_args(argv)
 
@@ -419,7 +450,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     """Write the report and print the Markdown tables."""
     rep = build_report(args.results_dir, args.out_dir, args.prepared_dir, args.generated, args.generated_root,
-                       args.dataset, args.max_per_class, args.nn_candidates, args.seed)
+                       args.dataset, args.max_per_class, args.nn_candidates, args.seed, args.quality_dir)
     print(rep["markdown"])
     print("wrote " + ", ".join(rep["written"]))
     print(f"report: {rep['report_md']}")
