@@ -133,3 +133,16 @@ def test_class_subset_model_previews_and_rejects_foreign_classes(prepared, tmp_p
     with pytest.raises(SystemExit, match="cannot generate"):
         generate.main(generate.parse_args(["--checkpoint", str(ckpt), "--task_type", "custom", "--labels", "LAD",
                                            "--count", "1", "--out_dir", str(tmp_path / "g"), "--device", "cpu"]))
+
+
+def test_gradient_accumulation_counts_optimizer_steps(prepared, trained, tmp_path):
+    """--grad_accum_steps 2 with half the batch: the same optimiser steps per epoch as the plain run, logged as such."""
+    straight = torch.load(trained / "straight" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    args = _train_args(prepared, tmp_path, "accum", "--batch_size", "4", "--grad_accum_steps", "2")
+    assert train.main(args) == 0
+    ckpt = torch.load(tmp_path / "accum" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] == straight["step"] and ckpt["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert "of 2 x 4 ECGs" in (tmp_path / "accum" / "log.txt").read_text()
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data_dir", str(prepared), "--grad_accum_steps", "0"])
