@@ -206,6 +206,8 @@ class AutoEncoder(nn.Module):
         # Weight-normalised convs grouped by weight shape (a plain list, not registered): forward normalises each
         # group's weights in one batch of ops instead of a few ops per layer (thousands of layers in `paper`).
         self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, WeightNormConv))
+        # False: every conv normalises its own weight per call, as NVAE and the authors' code do (benchmark reference).
+        self.batch_weight_norm = True
         # Power-iteration state of spectral_norm_parallel, keyed by weight shape (NVAE sr_u / sr_v).
         self._sr_u: dict[tuple[int, ...], torch.Tensor] = {}
         self._sr_v: dict[tuple[int, ...], torch.Tensor] = {}
@@ -262,7 +264,7 @@ class AutoEncoder(nn.Module):
         """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim)."""
         self._check_x(x)
         self._check_y(y, x.shape[0])
-        with batched_weight_norm(self._conv_groups):
+        with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
             return self._forward(x, y)
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
@@ -333,7 +335,7 @@ class AutoEncoder(nn.Module):
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
-        with batched_weight_norm(self._conv_groups):
+        with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
             return self._sample_logits(y, t)
 
     def _sample_logits(self, y: torch.Tensor, t: float) -> torch.Tensor:
