@@ -231,6 +231,26 @@ def test_copies_of_training_ecgs_are_flagged_and_fresh_ones_are_not():
     assert copied["median_distance"] < 0.1 * novel["median_distance"]
 
 
+def test_relative_distance_flags_copies_but_not_flat_or_weak_generators():
+    """Absolute distances would call a near-flat generator a copier (it sits next to the weakest training ECGs)."""
+    rng = np.random.default_rng(1)
+    raw_train = _smooth_signals(rng, 300)
+    raw_train *= rng.uniform(0.05, 2.0, size=(300, 1, 1)).astype(np.float32)  # amplitudes vary across patients
+    train = Q.pooled_signals(raw_train)
+    test = Q.pooled_signals(_smooth_signals(rng, 200) * rng.uniform(0.05, 2.0, size=(200, 1, 1)).astype(np.float32))
+    flat = Q.pooled_signals(0.002 * _smooth_signals(rng, 100))
+    copies = Q.pooled_signals(raw_train[:50] * 1.01)
+    test_rel, _ = Q.relative_nearest_distances(test, train)
+    flat_abs, _ = Q.nearest_distances(flat, train)
+    test_abs, _ = Q.nearest_distances(test, train)
+    assert Q.memorisation(flat_abs, test_abs)["flagged"] is True  # the false alarm of absolute distances
+    flat_rel, _ = Q.relative_nearest_distances(flat, train)
+    assert Q.memorisation(flat_rel, test_rel)["flagged"] is False and np.median(flat_rel) > 1.0
+    copy_rel, arg = Q.relative_nearest_distances(copies, train)
+    np.testing.assert_array_equal(arg, np.arange(50))
+    assert Q.memorisation(copy_rel, test_rel)["flagged"] is True and copy_rel.max() < 0.02
+
+
 def test_nearest_distances_match_brute_force():
     rng = np.random.default_rng(4)
     q, r = rng.normal(size=(7, 30)), rng.normal(size=(23, 30))

@@ -29,7 +29,7 @@ Metrics (see :mod:`train_test.quality` for the definitions and references):
   QRS axis, Sokolow-Lyon voltage, and the class criteria of
   :data:`train_test.quality.CHECKS` as pass rates; computed in ``--workers`` processes;
 - memorisation: the distance of each generated ECG to its nearest real training
-  ECG vs. that of the real test ECGs; the fraction of generated ECGs closer than the
+  ECG, relative to the ECG's own amplitude, vs. that of the real test ECGs; the fraction of generated ECGs closer than the
   1st percentile of the test distances (about 1 % for a generator whose ECGs are as
   new as unseen patients; above 5 % is flagged).
 
@@ -491,7 +491,7 @@ def plot_memorisation(dists: dict[str, np.ndarray], threshold: float | None) -> 
                     color=_color(k), label=f"{name} (n={len(d)})")
     if threshold is not None:
         ax.axvline(threshold, color="grey", ls="--", lw=1, label="1st percentile of real test")
-    ax.set_xlabel("RMS distance to the nearest real training ECG (mV, 50 Hz)")
+    ax.set_xlabel("RMS distance to the nearest real training ECG / the ECG's own RMS amplitude (50 Hz)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -634,10 +634,12 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
 
     lines.append(f"{h}# Memorisation\n")
     ref = next(r for r in rows if r["kind"] == "reference")["memorisation"]
-    lines.append(f"Distance: RMS difference in mV of the 12 leads (each minus its median, averaged to 50 Hz) to the "
-                 f"nearest of {q['real']['n_train_nn']} real training ECGs. Threshold: the 1st percentile of the "
-                 f"real test ECGs' distances ({_f(ref['threshold'])} mV).\n")
-    lines.append("| source | ECGs | median distance (mV) | below threshold | verdict |")
+    lines.append(f"Distance: RMS difference of the 12 leads (each minus its median, averaged to 50 Hz) to the "
+                 f"nearest of {q['real']['n_train_nn']} real training ECGs, divided by the ECG's own RMS amplitude "
+                 f"(0: an exact copy; about 1 or more: flat, weak or noise-like ECGs, which absolute distances would "
+                 f"mistake for copies). Threshold: the 1st percentile of the real test ECGs' relative distances "
+                 f"({_f(ref['threshold'])}).\n")
+    lines.append("| source | ECGs | median relative distance | below threshold | verdict |")
     lines.append("|---|---|---|---|---|")
     for r, pn in zip(rows, phys_names):
         mem = r["memorisation"]
@@ -729,8 +731,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     if 0 < args.max_train_nn < len(nn_rows):
         nn_rows = np.sort(rng.choice(nn_rows, args.max_train_nn, replace=False))
     train_pooled_x = train_pooled(train_pool, nn_rows)
-    test_nn, _ = Q.nearest_distances(test_stats.pooled, train_pooled_x)
-    gen_nn = {g: Q.nearest_distances(st.pooled, train_pooled_x)[0] for g, st in gen_stats.items()}
+    # Relative to each ECG's own amplitude: flat or weak generated ECGs are not "copies" (in absolute distance they
+    # sit next to the lowest-amplitude training ECGs).
+    test_nn, _ = Q.relative_nearest_distances(test_stats.pooled, train_pooled_x)
+    gen_nn = {g: Q.relative_nearest_distances(st.pooled, train_pooled_x)[0] for g, st in gen_stats.items()}
     del train_pooled_x
     timing["memorisation"] = time.time() - t0
 

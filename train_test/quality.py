@@ -483,6 +483,19 @@ def nearest_distances(queries, refs, chunk: int = 2048) -> tuple[np.ndarray, np.
     return np.sqrt(np.maximum(best, 0.0) / q.shape[1]), arg
 
 
+def relative_nearest_distances(queries, refs, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-reference RMS distance divided by the query's own RMS amplitude, and the reference index.
+
+    The relative error of explaining each query by its nearest training ECG: about 0 for a near copy, about 1 or
+    more for a flat, weak or noise-like query. Absolute distances would call a near-flat generator a copier,
+    because it sits next to the lowest-amplitude training ECGs.
+    """
+    d, arg = nearest_distances(queries, refs, chunk)
+    q = np.asarray(queries, dtype=np.float64)
+    amp = np.sqrt(np.mean(q * q, axis=1)) if q.size else np.zeros(len(d))
+    return d / np.maximum(amp, 1e-12), arg
+
+
 def memorisation(gen_to_train, test_to_train, percentile: float = MEMORISATION_PERCENTILE,
                  alarm: float = MEMORISATION_ALARM) -> dict:
     """Fraction of generated ECGs closer to a training ECG than the given percentile of test-to-train distances."""
