@@ -143,7 +143,7 @@ def gan_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> 
     """WGAN-GP step of pulse2pulse.train (critic + generator every n_critic steps) and the generator's sampler."""
     from pulse2pulse.config import get_config
     from pulse2pulse.models import build_discriminator, build_generator, count_parameters
-    from pulse2pulse.wgan import critic_loss, generator_loss
+    from pulse2pulse.wgan import train_step
 
     cfg = get_config(args.config, model=args.model)
     g = build_generator(cfg).to(device=device, dtype=dtype)
@@ -155,36 +155,17 @@ def gan_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> 
     x = torch.rand(b, cfg.num_channels, cfg.length, device=device, dtype=dtype)
     y = _labels(b, cfg.num_classes, device, dtype)
     y_d = y if cfg.cond_discriminator != "none" else None
-    d_params = list(d.parameters())
     count = [0]
 
-    def noise() -> torch.Tensor:
-        return g.noise(b, device=device).to(dtype)
-
     def step() -> torch.Tensor:
-        for p_ in d_params:
-            p_.requires_grad_(True)
-        with torch.no_grad(), (amp if amp is not None else nullcontext()):
-            fake = g(noise(), y)
-        opt_d.zero_grad(set_to_none=True)
-        loss = critic_loss(d, x, fake.to(dtype), y_d, 10.0, amp)["loss"]
-        loss.backward()
-        opt_d.step()
         count[0] += 1
-        if count[0] % args.n_critic == 0:
-            for p_ in d_params:
-                p_.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            with amp if amp is not None else nullcontext():
-                fake = g(noise(), y)
-            generator_loss(d, fake, y_d, amp).backward()
-            opt_g.step()
-        return loss
+        parts, _ = train_step(g, d, opt_g, opt_d, x, y, y_d, 10.0, amp, count[0] % args.n_critic == 0)
+        return parts["loss"]
 
     @torch.no_grad()
     def sample() -> torch.Tensor:
         with amp if amp is not None else nullcontext():
-            return g(noise(), y)
+            return g(g.noise(b, device=device).to(dtype), y)
 
     n = count_parameters(g) + count_parameters(d)
     return Workload(b, n, step, None, None, sample,
@@ -347,13 +328,10 @@ def run_isolated(args: argparse.Namespace, mode: str) -> dict:
     return payload
 
 
-def data_throughput(args: argparse.Namespace, device: torch.device) -> dict:
+def data_throughput(args: argparse.Namespace, device: torch.device, ds) -> dict:
     """ECGs/s that the trainer's DataLoader (memory-mapped rows, workers, pinned memory) delivers to the device."""
     from torch.utils.data import DataLoader, RandomSampler
 
-    from nvae_ecg.data.datasets import GeneratorDataset
-
-    ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes="all")
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=RandomSampler(ds), drop_last=True,
                         num_workers=args.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=args.num_workers > 0)
@@ -460,6 +438,11 @@ def main(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     args.device = device.type
+    data_ds = None
+    if args.data_dir:  # opened first, so a wrong --data_dir fails before minutes of timing
+        from nvae_ecg.data.datasets import GeneratorDataset
+
+        data_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes="all")
     results, errors = [], {}
     for mode in args.modes:
         print(f"[bench] {args.model}/{args.config} {mode} ...", file=sys.stderr, flush=True)
@@ -475,8 +458,8 @@ def main(args: argparse.Namespace) -> dict:
     for mode, msg in errors.items():
         table += f"\n{mode}: FAILED ({msg})"
     data = None
-    if args.data_dir:
-        data = data_throughput(args, device)
+    if data_ds is not None:
+        data = data_throughput(args, device, data_ds)
         table += (f"\ndata loading ({data['dataset']}, {data['num_workers']} workers): {data['ecg_per_s']:.0f} ECG/s "
                   f"over {data['ecgs']} ECGs")
     print(table)

@@ -262,9 +262,9 @@ def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float):
     loss = loss + wdn_coeff * bn_loss
     if args.spectral_regularization:
         loss = loss + wdn_coeff * core.spectral_norm_parallel()
-    kl_plain = torch.stack(out.kl_all, dim=1).sum(dim=1)
-    return loss, {"recon": recon.mean(), "kl": kl_plain.mean(), "nelbo": (recon + kl_plain).mean(),
-                  "bn_loss": bn_loss}, out
+    # kl_vals holds the batch-mean KL of each group, unweighted: their sum is the mean KL per record.
+    kl_mean, recon_mean = kl_vals.sum(), recon.mean()
+    return loss, {"recon": recon_mean, "kl": kl_mean, "nelbo": recon_mean + kl_mean, "bn_loss": bn_loss}, out
 
 
 @torch.no_grad()

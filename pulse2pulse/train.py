@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_di
                             rng_state, seed_everything, set_rng_state, setup_run_dir)
 from pulse2pulse.config import CONFIGS, COND_DISCRIMINATORS, MODELS, GANConfig, get_config
 from pulse2pulse.models import build_discriminator, build_generator, count_parameters
-from pulse2pulse.wgan import critic_loss, generator_loss
+from pulse2pulse.wgan import train_step
 
 #: Epochs of the paper's Tables II/III (the fork's shell scripts ran 2,400 and 2,700).
 PAPER_EPOCHS = {"pulse2pulse": 1200, "wavegan_star": 1350}
@@ -316,7 +315,6 @@ def main(args: argparse.Namespace) -> int:
         return 3
 
     keys = ("d_loss", "wasserstein", "gp", "d_real", "d_fake", "g_loss")
-    d_params = list(d_core.parameters())
     stop_reason = None
     g_core.train()
     d_core.train()
@@ -338,30 +336,16 @@ def main(args: argparse.Namespace) -> int:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             y_d = y if use_y_in_d else None
-            # (1) critic step: the fake batch carries the real batch's labels, as in the fork.
-            for p_ in d_params:
-                p_.requires_grad_(True)
-            with torch.no_grad():
-                with amp if amp is not None else nullcontext():
-                    fake = g_core(g_core.noise(x.shape[0], device=device), y)
-            parts = critic_loss(d_model, x, fake.float(), y_d, args.gp_weight, amp)
-            opt_d.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            opt_d.step()
+            # A critic update, plus a generator update every n_critic critic steps (global count: the fork counted
+            # per epoch); the fake batch carries the real batch's labels, as in the fork.
+            g_update = (step + 1) % args.n_critic == 0
+            parts, g_loss = train_step(g_core, d_core, opt_g, opt_d, x, y, y_d, args.gp_weight, amp, g_update,
+                                       generator_call=g_model, critic_call=d_model)
             step += 1
             batch_in_epoch += 1
             nb += 1
             vals = [parts["loss"], parts["wasserstein"], parts["gp"], parts["d_real"], parts["d_fake"]]
-            # (2) generator step every n_critic critic steps (global count: the fork counted per epoch).
-            if step % args.n_critic == 0:
-                for p_ in d_params:
-                    p_.requires_grad_(False)
-                opt_g.zero_grad(set_to_none=True)
-                with amp if amp is not None else nullcontext():
-                    fake = g_model(g_core.noise(x.shape[0], device=device), y)
-                g_loss = generator_loss(d_core, fake, y_d, amp)
-                g_loss.backward()
-                opt_g.step()
+            if g_loss is not None:
                 g_step += 1
                 ng += 1
                 sums[len(keys) - 1] += g_loss.detach().double()

@@ -74,3 +74,35 @@ def generator_loss(critic: Callable, fake: torch.Tensor, y: torch.Tensor | None,
     with autocast if autocast is not None else nullcontext():
         scores = critic(fake) if y is None else critic(fake, y)
     return -scores.float().mean()
+
+
+def train_step(generator, critic, opt_g, opt_d, real: torch.Tensor, y: torch.Tensor, y_critic: torch.Tensor | None,
+               gp_weight: float = GP_WEIGHT, autocast=None, generator_update: bool = True,
+               generator_call: Callable | None = None, critic_call: Callable | None = None):
+    """One WGAN-GP step: a critic update with gradient penalty, then (if ``generator_update``) a generator update.
+
+    Returns the critic's loss parts and the generator loss (None without a generator update). ``generator_call``
+    / ``critic_call`` are what runs the forward passes that need gradients (the DDP wrappers under torchrun);
+    ``generator`` / ``critic`` are the modules themselves. The fake batch carries the real batch's labels.
+    """
+    amp = autocast if autocast is not None else nullcontext()
+    g_call = generator_call if generator_call is not None else generator
+    d_call = critic_call if critic_call is not None else critic
+    b = real.shape[0]
+    critic.requires_grad_(True)
+    with torch.no_grad(), amp:
+        fake = generator(generator.noise(b, device=real.device).to(real.dtype), y)
+    parts = critic_loss(d_call, real, fake.to(real.dtype), y_critic, gp_weight, autocast)
+    opt_d.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    opt_d.step()
+    g_loss = None
+    if generator_update:
+        critic.requires_grad_(False)  # the generator's backward needs no critic weight gradients
+        opt_g.zero_grad(set_to_none=True)
+        with amp:
+            fake = g_call(generator.noise(b, device=real.device).to(real.dtype), y)
+        g_loss = generator_loss(critic, fake, y_critic, autocast)
+        g_loss.backward()
+        opt_g.step()
+    return parts, g_loss
