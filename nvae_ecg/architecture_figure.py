@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from nvae_ecg.config import CONFIGS, ModelConfig, get_config  # noqa: E402
 from nvae_ecg.distributions import PARAMS_PER_MIXTURE  # noqa: E402
 from nvae_ecg.model import groups_per_scale  # noqa: E402
 from nvae_ecg.neural_operations import CHANNEL_MULT  # noqa: E402
+from nvae_ecg.plot import save_figure  # noqa: E402
 
 ENC_COLOR = "#dbe9f6"
 DEC_COLOR = "#fde3cf"
@@ -262,12 +262,7 @@ def main(args: argparse.Namespace) -> Path:
     cfg = get_config(args.config)
     fig = draw_architecture(cfg, title=f"cNVAE-ECG (configuration '{args.config}'): conditional 1-D NVAE for "
                                        "8-lead ECGs")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=args.dpi)
-    plt.close(fig)
-    os.replace(tmp, out)
+    out = save_figure(fig, args.out, dpi=args.dpi)
     print(f"wrote {out}")
     return out
 

@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -113,12 +115,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def save_figure(fig, path, dpi: int = 150, **savefig_kwargs) -> Path:
+    """Save a figure through a temporary file and an atomic rename (no half-written PNG), then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def main(args: argparse.Namespace) -> None:
     """Plot one ECG of a .npy file to a PNG."""
     x = np.load(args.signals, mmap_mode="r")
     x = x[args.index] if x.ndim == 3 else x
     fig = plot_ecg12(np.asarray(x), fs=args.fs, title=args.title)
-    fig.savefig(args.out, dpi=args.dpi)
+    save_figure(fig, args.out, dpi=args.dpi)
     print(f"wrote {args.out}")
 
 

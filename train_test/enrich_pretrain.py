@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, class_index, resolve_classes
 from nvae_ecg.counts import TASK_TYPES, plan_summary
+from nvae_ecg.utils import atomic_torch_save
 from train_test.classifier import TrainConfig, add_train_flags, config_from_args, fit, seed_everything
 from train_test.data import (EcgSet, add_generated_flags, discover_generated, enrichment_plan, generated_source,
                              lead_stats, real_source, signal_shape, train_labels)
@@ -107,12 +107,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if any(x <= 0 for x in args.pretrain_proportions):
         p.error("--pretrain_proportions must be > 0 (proportion 0 is the 'real' arm)")
     return args
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -192,7 +186,7 @@ def main(args: argparse.Namespace) -> dict:
                 model, res = fit(model, EcgSet(sources), pre_val, pre_test, pre_stats, pre_cfg, pre_names, seed=seed,
                                  log_dir=log_dir, desc=f"pretrain {pkey}")
                 state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                _save_atomic(state, ckpt)
+                atomic_torch_save(state, ckpt)
                 record.update(res.to_dict())
                 record["checkpoint"] = str(ckpt)
                 store.data["pretrain"][pkey] = record

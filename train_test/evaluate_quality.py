@@ -68,8 +68,10 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES  # noqa: E402
-from nvae_ecg.io import atomic_write_json  # noqa: E402
+from nvae_ecg.io import atomic_write_json, atomic_write_text  # noqa: E402
 from nvae_ecg.leads import LEADS12  # noqa: E402
+from nvae_ecg.plot import save_figure  # noqa: E402
+from nvae_ecg.utils import atomic_torch_save  # noqa: E402
 from train_test import quality as Q  # noqa: E402
 from train_test.classifier import (Standardizer, TrainConfig, add_train_flags, config_from_args, fit,  # noqa: E402
                                    make_loader, predict, resolve_device, seed_everything)
@@ -151,13 +153,6 @@ def youden_thresholds(y_true: np.ndarray, logits: np.ndarray) -> list[float]:
     return out
 
 
-def _save_torch(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train_classifier(prepared_dir, dataset: str, cfg: TrainConfig, seed: int, path: Path) -> dict:
     """Train the 9-class XResNet1d on the real training split (TRTR), save it with its statistics and thresholds."""
     from train_test.xresnet1d import build_model
@@ -179,7 +174,7 @@ def train_classifier(prepared_dir, dataset: str, cfg: TrainConfig, seed: int, pa
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "mean": np.asarray(stats[0]).tolist(), "std": np.asarray(stats[1]).tolist(),
             "thresholds": youden_thresholds(val_set.targets, val_logits), "fit": res.to_dict()}
-    _save_torch(ckpt, path)
+    atomic_torch_save(ckpt, path)
     return ckpt
 
 
@@ -407,14 +402,6 @@ def tstr(gen: GenSource, prepared_dir, dataset: str, cfg: TrainConfig, stats, se
 
 
 # ------------------------------------------------------------------------------------------- figures
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def _color(k: int) -> str:
@@ -654,12 +641,6 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------- driver
 
 
@@ -777,10 +758,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     spectra = {n: _mean_spectrum(s, np.ones(len(s.labels), dtype=bool)) for n, s in everyone.items()}
     mats = {n: _mean_corr(s, np.ones(len(s.labels), dtype=bool)) for n, s in everyone.items()}
     corr_d = {n: _num(Q.correlation_distance(mats[REAL_TEST], m)) for n, m in mats.items() if n != REAL_TEST}
-    written = [_save(plot_psd(freqs, spectra), out / FIGURES[0]),
-               _save(plot_correlations(mats, corr_d), out / FIGURES[1]),
-               _save(plot_physiology({n: s.phys for n, s in everyone.items()}), out / FIGURES[2]),
-               _save(plot_memorisation({REAL_TEST: test_nn, **gen_nn}, ref_mem["threshold"]), out / FIGURES[3])]
+    written = [save_figure(plot_psd(freqs, spectra), out / FIGURES[0], dpi=110),
+               save_figure(plot_correlations(mats, corr_d), out / FIGURES[1], dpi=110),
+               save_figure(plot_physiology({n: s.phys for n, s in everyone.items()}), out / FIGURES[2], dpi=110),
+               save_figure(plot_memorisation({REAL_TEST: test_nn, **gen_nn}, ref_mem["threshold"]), out / FIGURES[3], dpi=110)]
     timing["figures"] = time.time() - t0
     timing["total"] = time.time() - t_start
 
@@ -802,7 +783,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                   "n_train_nn": int(len(nn_rows))},
          "rows": rows, "figures": [p.name for p in written], "timing": timing}
     atomic_write_json(out / "quality.json", q)
-    _write_text(out / "quality.md", quality_markdown(q))
+    atomic_write_text(out / "quality.md", quality_markdown(q))
     q["written"] = [str(p) for p in (*written, out / "quality.json", out / "quality.md")]
     return q
 

@@ -46,6 +46,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nvae_ecg.io import atomic_write_text  # noqa: E402
+from nvae_ecg.plot import save_figure  # noqa: E402
 from nvae_ecg.samples import atomic_write_json  # noqa: E402
 from train_test.figures import add_figure_flags, render_figures  # noqa: E402
 from train_test.results import load_results  # noqa: E402
@@ -223,13 +225,6 @@ def markdown_pretrain(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _save_fig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def plot_train(summary: dict, out_dir: Path, target: str = "MI") -> list[Path]:
     """One figure per task: test AUROC vs. proportion per generator, baseline line, +-std bands."""
     paths = []
@@ -260,7 +255,7 @@ def plot_train(summary: dict, out_dir: Path, target: str = "MI") -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         path = out_dir / f"enrich_train_{task}.png"
-        _save_fig(fig, path)
+        save_figure(fig, path, dpi=150, bbox_inches="tight")
         paths.append(path)
     return paths
 
@@ -286,15 +281,9 @@ def plot_pretrain(summary: dict, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         path = out_dir / f"enrich_pretrain_{target}.png"
-        _save_fig(fig, path)
+        save_figure(fig, path, dpi=150, bbox_inches="tight")
         paths.append(path)
     return paths
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _csv(rows: list[dict]) -> str:
@@ -366,7 +355,7 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
         report["enrich_train"] = {"target": target, "config": files[0]["config"], "tasks": _keys_to_str(s)}
         md.append("## Training-set enrichment (paper Fig. 2, Fig. 3)\n")
         md.append(markdown_train(s, target))
-        _write_text(out / "enrich_train.csv", _csv(train_rows(files)))
+        atomic_write_text(out / "enrich_train.csv", _csv(train_rows(files)))
         pngs = plot_train(s, out, target)
         written += [out / "enrich_train.csv", *pngs]
         full += [md[-2], md[-1], *[f"![{p.stem}]({p.name})\n" for p in pngs]]
@@ -377,7 +366,7 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
                                      "pretrain": {k: v.get("test") for d in files for k, v in d.get("pretrain", {}).items()}}
         md.append("## Pretraining enrichment (paper Tables VI, VII)\n")
         md.append(markdown_pretrain(s))
-        _write_text(out / "enrich_pretrain.csv", _csv(pretrain_rows(files)))
+        atomic_write_text(out / "enrich_pretrain.csv", _csv(pretrain_rows(files)))
         pngs = plot_pretrain(s, out)
         written += [out / "enrich_pretrain.csv", *pngs]
         full += [md[-2], md[-1], *[f"![{p.stem}]({p.name})\n" for p in pngs]]
@@ -398,8 +387,8 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
         full.append(quality_markdown(json.loads(quality.read_text()), "" if rel == "." else rel + "/", level=2))
         report["quality"] = str(quality)
     text = "\n".join(md)
-    _write_text(out / "tables.md", text)
-    _write_text(out / "report.md", "\n".join(full))
+    atomic_write_text(out / "tables.md", text)
+    atomic_write_text(out / "report.md", "\n".join(full))
     atomic_write_json(out / "report.json", report)
     written += [out / "tables.md", out / "report.md", out / "report.json"]
     report["written"] = [str(p) for p in written]
