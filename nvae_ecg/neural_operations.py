@@ -14,7 +14,12 @@ skip and nearest-neighbour up-sampling inside the op branch (as NVAE's
 ``BNSwishConv`` does with ``stride == -1``), and squeeze-and-excitation averages
 over every spatial axis. The encoder combiner adds a 1x1-projected decoder state
 to the encoder state; the decoder combiner concatenates a latent sample and mixes
-it in with a 1x1 convolution.
+it in with a 1x1 convolution. On CPU, ELU runs as max(x, exp(min(x, 0)) - 1) with its
+gradient taken from the output, and in training the residual cells' BatchNorm and
+activation run as one autograd function (:func:`bn_act_train`: two-pass batch
+statistics, one scale-shift, the activation, and a BatchNorm backward with the
+activation's folded in), which gives nn.BatchNorm's numbers, gradients and running
+statistics in fewer passes; ``BNActConv.fused = False`` restores the plain modules.
 
 Example::
 
@@ -24,11 +29,15 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from nvae_ecg.weight_norm import weight_norm, weight_norm_reference
 
 #: BatchNorm settings of NVAE (neural_operations.py: BN_EPS = 1e-5, momentum 0.05).
 BN_EPS = 1e-5
@@ -37,6 +46,8 @@ BN_MOMENTUM = 0.05
 CHANNEL_MULT = 2
 #: Residual branch scale of a cell (NVAE model.py Cell.forward: skip + 0.1 * s).
 RESIDUAL_SCALE = 0.1
+#: log2(e): exp(x) = 2^(log2(e) x).
+_LOG2_E = math.log2(math.e)
 
 CELL_TYPES = ("normal", "down", "up")
 #: Spatial dimensionalities the blocks support (1: signals, 2: spectrograms).
@@ -49,22 +60,41 @@ def _check_ndim(ndim: int) -> None:
 
 
 class _CPUELUFunction(torch.autograd.Function):
-    """ELU with alpha 1 as exp(min(x, 0)) - 1 + max(x, 0); its gradient is exp(min(x, 0)) (1 for x > 0)."""
+    """ELU with alpha 1 as max(x, exp(min(x, 0)) - 1) (see _cpu_elu); the gradient comes from the output."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        e = torch.exp(torch.clamp(x, max=0))
-        ctx.save_for_backward(e)
-        return torch.clamp(x, min=0) + (e - 1)
+        out = _cpu_elu(x)
+        # The output (not exp(min(x, 0))) is saved: the next convolution keeps it alive anyway.
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (e,) = ctx.saved_tensors
-        return grad * e
+        (out,) = ctx.saved_tensors
+        return _elu_grad_from_output(grad, out)
+
+
+def _cpu_elu(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """ELU (alpha 1) as max(x, 2^(log2(e) min(x, 0)) - 1), written into ``out`` (a new tensor if None)."""
+    # exp(x) - 1 >= x everywhere, so the maximum picks x for x > 0 (where the exponential branch is 0) and the
+    # exponential branch otherwise. exp2 is used because ATen's float32 exp2 kernel is ~3x faster than its exp
+    # here; the scaled argument costs at most ~1 ulp of the result (|x| 2^x is largest, 1/e, at x = -1).
+    out = torch.clamp(x, max=0, out=out)
+    out.mul_(_LOG2_E).exp2_().sub_(1)
+    return torch.maximum(x, out, out=out)
+
+
+def _elu_grad_from_output(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad * ELU'(x) = grad * (min(out, 0) + 1) from out = ELU(x) (exp(x) = out + 1 for x <= 0)."""
+    # ATen's ELU derivative kernel in its from-the-output form (is_result=True) computes exactly this in one
+    # vectorised pass; clamp + addcmul would take two passes and one more temporary.
+    return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
 
 
 class ELU(nn.Module):
-    """ELU (alpha 1); on CPU computed through exp, which is several times faster than ATen's expm1-based kernel."""
+    """ELU (alpha 1); on CPU computed through exp2 (_cpu_elu), several times faster than ATen's expm1-based kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ELU."""
@@ -74,12 +104,93 @@ class ELU(nn.Module):
         return F.elu(x)
 
 
+#: Activations the fused BatchNorm-activation function implements.
+FUSED_ACTS = ("elu", "silu")
+
+
+def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """Shape (1, C, 1, ...) that broadcasts a per-channel vector against x (B, C, *spatial)."""
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """Every axis of x (B, C, *spatial) but the channel axis."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+class _BNActFunction(torch.autograd.Function):
+    """Training-mode BatchNorm (batch statistics) followed by ELU or SiLU, in few passes over the activations.
+
+    Inputs: x (B, C, *spatial), weight, bias, running_mean, running_var, the running-average factor (None: no
+    running update), eps and the activation (one of FUSED_ACTS). The running buffers are updated in place as
+    nn.BatchNorm does (unbiased variance). Saves x, per-channel mean and 1/std, and for ELU its output (which the
+    following convolution keeps anyway), for SiLU its input: never more activation-sized memory than
+    nn.BatchNorm + activation, which save x, the BatchNorm output and (through the convolution) the output.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps, act):
+        dims, shape = _reduce_dims(x), _channel_shape(x)
+        n = x.numel() // x.shape[1]
+        mean = x.mean(dims)
+        # Two-pass variance (mean first, then the sum of squared deviations): exact to a few ulp however large
+        # |mean| is relative to the std, unlike the one-pass E[x^2] - E[x]^2 (off by ~(mean/std)^2 ulp). The
+        # second pass costs little: the centred tensor is needed for the normalisation anyway, and these plain
+        # means are several times faster than torch.var_mean, vector_norm or ATen's BatchNorm forward on CPU.
+        xc = x - mean.view(shape)
+        buf = torch.mul(xc, xc)
+        var = buf.mean(dims)
+        rstd = torch.rsqrt(var + eps)
+        # (x - mean) * (gamma / std) + beta over the centred tensor (mul_/add_ beat a broadcast addcmul here).
+        y = xc.mul_((weight * rstd).view(shape)).add_(bias.view(shape))
+        if act == "elu":
+            out = _cpu_elu(y, out=buf)
+            ctx.save_for_backward(x, weight, mean, rstd, out)
+        else:
+            # SiLU (ATen's kernel, as F.silu) into the squares' buffer: no further allocation.
+            out = torch.ops.aten.silu.out(y, out=buf)
+            ctx.save_for_backward(x, weight, mean, rstd, y)
+        if factor is not None:
+            # nn.BatchNorm's running update: (1 - m) * running + m * batch statistic, unbiased variance.
+            running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+            running_var.mul_(1 - factor).add_(var, alpha=factor * n / (n - 1))
+        ctx.act = act
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, rstd, saved = ctx.saved_tensors
+        if ctx.act == "elu":
+            gy = _elu_grad_from_output(grad, saved)
+        else:
+            # ATen's SiLU derivative kernel (what F.silu's autograd runs) on the saved SiLU input: one pass.
+            gy = torch.ops.aten.silu_backward(grad, saved)
+        # The BatchNorm backward is ATen's kernel (what nn.BatchNorm's autograd runs), fed with this function's
+        # batch mean and 1/std: two passes, about twice as fast here as the same formula in tensor ops
+        # (dx = gamma/std * (gy - mean(gy) - xhat * mean(gy * xhat)), d_gamma = sum(gy * xhat), d_beta = sum(gy)).
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            gy, x, weight, None, None, mean, rstd, True, 0.0, list(ctx.needs_input_grad[:3]))
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
+
+
+def bn_act_train(bn: nn.BatchNorm1d | nn.BatchNorm2d, x: torch.Tensor, act: str) -> torch.Tensor:
+    """act(bn(x)) for a training-mode, affine nn.BatchNorm1d/2d with running statistics, fused (same numbers)."""
+    if act not in FUSED_ACTS:
+        raise ValueError(f"fused BatchNorm supports the activations {FUSED_ACTS}, got {act!r}")
+    # nn.BatchNorm's bookkeeping: count the batch, then the running-average factor (1 / count if momentum is None).
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    return _BNActFunction.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, act)
+
+
 def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> torch.Tensor:
-    """NVAE weight normalisation: exp(log_norm) * w / (||w|| + 1e-5), norm per output channel."""
-    # NVAE neural_operations.py normalize_weight_jit; the norm runs over every axis but the first.
-    dims = tuple(range(1, weight.dim()))
-    wn = torch.linalg.vector_norm(weight, dim=dims, keepdim=True)
-    return torch.exp(log_weight_norm) * weight / (wn + 1e-5)
+    """NVAE weight normalisation exp(log_norm) * w / (||w|| + 1e-5) of one layer, differentiated by autograd."""
+    # The per-layer path (batch_weight_norm off), as the authors' code runs it per convolution call.
+    return weight_norm_reference(weight, log_weight_norm)
 
 
 class WeightNormConv:
@@ -163,7 +274,9 @@ def normalized_weights_batched(group: Sequence[WeightNormConv]) -> torch.Tensor:
     """Normalised weights (G, C_out, C_in, *k) of same-shape convs, computed in one batch of tensor ops."""
     w = torch.stack([c.weight for c in group])
     lw = torch.stack([c.log_weight_norm for c in group])
-    return normalize_weight(w.flatten(0, 1), lw.flatten(0, 1)).view_as(w)
+    # One autograd node with a hand-written backward (nvae_ecg.weight_norm): a third of the passes over the
+    # weights that autograd makes of normalize_weight's expression, which dominate `paper` steps at small batches.
+    return weight_norm(w.flatten(0, 1), lw.flatten(0, 1)).view_as(w)
 
 
 @contextlib.contextmanager
@@ -183,8 +296,14 @@ def batched_weight_norm(groups: Sequence[Sequence[WeightNormConv]]):
 class BNActConv(nn.Module):
     """BatchNorm -> activation -> (x2 nearest up-sampling) -> k3 conv: NVAE's BNELUConv / BNSwishConv in 1-D or 2-D.
 
-    ``stride`` is 1 (normal), 2 (down) or -1 (up: nearest-neighbour x2 before the conv, as NVAE).
+    ``stride`` is 1 (normal), 2 (down) or -1 (up: nearest-neighbour x2 before the conv, as NVAE). In training on
+    CPU, BatchNorm and activation run as one autograd function (:func:`bn_act_train`, same numbers in fewer
+    passes) unless ``fused`` is set to False (the benchmark's ``original`` mode) or ``bn``/``act`` were replaced
+    (e.g. by nn.SyncBatchNorm); the parameters and buffers stay those of ``bn``.
     """
+
+    #: BatchNorm classes the fused path reproduces exactly (subclasses such as SyncBatchNorm may differ).
+    FUSABLE_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
     def __init__(self, c_in: int, c_out: int, act: str, stride: int = 1, kernel_size: int = 3,
                  ndim: int = 1) -> None:
@@ -201,10 +320,30 @@ class BNActConv(nn.Module):
         else:
             raise ValueError(f"unknown activation {act!r}; choose 'elu' or 'swish'")
         self.conv = conv_nd(ndim, c_in, c_out, kernel_size, stride=abs(stride), padding=kernel_size // 2, bias=True)
+        #: Use the fused BatchNorm-activation function where it applies (False: plain module calls).
+        self.fused = True
+
+    def fused_act(self, x: torch.Tensor) -> Optional[str]:
+        """The FUSED_ACTS name :func:`bn_act_train` would use for x, or None where the module path must run."""
+        bn = self.bn
+        if not (self.fused and bn.training and type(bn) in self.FUSABLE_BN and bn.affine and bn.track_running_stats):
+            return None
+        # CPU only (CUDA's cuDNN BatchNorm is already fused), matching dtypes (no autocast mix), more than one
+        # value per channel (nn.BatchNorm raises its own error), and eager mode (torch.compile fuses by itself).
+        if x.device.type != "cpu" or x.dtype != bn.weight.dtype or x.numel() <= x.shape[1]:
+            return None
+        if torch.compiler.is_compiling():
+            return None
+        if type(self.act) is ELU:
+            return "elu"
+        if type(self.act) is nn.SiLU:
+            return "silu"
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply BN, activation, optional up-sampling and the convolution."""
-        out = self.act(self.bn(x))
+        act = self.fused_act(x)
+        out = self.act(self.bn(x)) if act is None else bn_act_train(self.bn, x, act)
         if self.upsample:
             out = F.interpolate(out, scale_factor=2, mode="nearest")
         return self.conv(out)

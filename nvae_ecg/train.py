@@ -42,8 +42,8 @@ from nvae_ecg.model import AutoEncoder, count_parameters
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, load_checkpoint,
-                            rng_state, seed_everything, set_rng_state, setup_run_dir)
+from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, keep_freed_cpu_memory,
+                            load_checkpoint, rng_state, seed_everything, set_rng_state, setup_run_dir)
 
 # Model flags take their defaults from the named configuration (--config) unless given.
 _MODEL_FLAGS = {f.name: f for f in fields(ModelConfig)}
@@ -365,6 +365,8 @@ def main(args: argparse.Namespace) -> int:
         if list(resume["classes"]) != [CLASS_ABBREVS[i] for i in class_idx]:
             raise SystemExit(f"error: checkpoint classes {resume['classes']} differ from --classes {args.classes}")
 
+    if device.type == "cpu" and keep_freed_cpu_memory():
+        logger.info("glibc keeps freed tensors for reuse (mmap threshold 32 MiB): fewer page faults per step")
     model = AutoEncoder(cfg).to(device=device, dtype=dtype)
     compile_note = compile_model(model, args.compile)
     if info.distributed and args.sync_bn:

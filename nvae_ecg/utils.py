@@ -26,6 +26,33 @@ import torch
 import torch.distributed as dist
 
 
+#: glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_cpu_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 30) -> bool:
+    """Let glibc reuse freed CPU tensors instead of unmapping them (fewer page faults per step); True if applied.
+
+    By default glibc serves every allocation above a dynamic threshold with a fresh ``mmap`` and unmaps it on
+    free, so each training step page-faults its activations and gradients in again: measured on a 2-core VM,
+    system time rivalled user time in the ``paper`` configuration. Raising the mmap threshold to its 64-bit
+    maximum (32 MiB) and the trim threshold keeps those buffers in the heap. Same effect as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; a no-op elsewhere than glibc on Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, min(mmap_threshold, 2**31 - 1)) == 1
+    return mallopt(_M_TRIM_THRESHOLD, min(trim_threshold, 2**31 - 1)) == 1 and ok
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
