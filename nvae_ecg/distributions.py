@@ -124,8 +124,8 @@ def _coupling_index(device: torch.device, dtype: torch.dtype) -> tuple[torch.Ten
 # float32. An edge bin drops a factor by shifting its argument (sigmoid's, or w) to where the factor rounds to
 # exactly 1, so no mask multiplies a logarithm. float32 uses only this torch's fast kernels (sigmoid, exp, log,
 # arithmetic; its float32 softplus/log1p/expm1 are scalar loops, ~10x slower, and tanh is ~6x slower than sigmoid),
-# with series for the w-terms at small w; float64 uses expm1 there. The backward recomputes the intermediates from the raw parameters
-# (the parameters are alive anyway): besides them it saves only xs (B, 8, L) and the component totals (B, M, L).
+# with series for the w-terms at small w; float64 uses expm1 there. The backward recomputes the intermediates from
+# the raw parameters (alive anyway): besides them it saves only xs (B, 8, L) and the component totals (B, M, L).
 
 #: Log-scales are clamped at this value from below (NVAE DiscMixLogistic): the logistic is at least e^-7 wide.
 LOG_SCALE_MIN = -7.0
@@ -192,11 +192,14 @@ class _EdgeMasks:
         self.minus_one_at = xs.new_tensor(-_ONE_AT)
 
 
-def _raw_rows(param: torch.Tensor, num_mix: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Views of the raw means (B, 8, M, L), log-scales (B, 8, M, L) and coefficients (B, 16, M, L) in ``param``."""
+def _split_params(param: torch.Tensor, num_mix: int) -> tuple[torch.Tensor, ...]:
+    """Views of the logits (B, M, L), raw means and log-scales (B, 8, M, L) and coefficients (B, 16, M, L)."""
     b, _, length = param.shape
-    rows = param[:, num_mix:].reshape(b, PARAMS_PER_MIXTURE - 1, num_mix, length)
-    return rows.split([NUM_LEADS, NUM_LEADS, NUM_COEFFS], dim=1)
+    # split (not slicing) so that an autograd backward through the views is one concatenation, not one zero-filled
+    # copy per slice.
+    logits, rest = param.split([num_mix, (PARAMS_PER_MIXTURE - 1) * num_mix], dim=1)
+    rest = rest.reshape(b, PARAMS_PER_MIXTURE - 1, num_mix, length)
+    return (logits,) + tuple(rest.split([NUM_LEADS, NUM_LEADS, NUM_COEFFS], dim=1))
 
 
 def _tanh_(raw: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -233,7 +236,7 @@ class _MixtureLogProb(torch.autograd.Function):
     def forward(ctx, param: torch.Tensor, xs: torch.Tensor, num_mix: int, half_bin: float) -> torch.Tensor:
         series = _uses_series(param.dtype)
         masks = _EdgeMasks(xs, half_bin, series)
-        means, raw_log_s, raw_coeffs = _raw_rows(param, num_mix)
+        logits, means, raw_log_s, raw_coeffs = _split_params(param, num_mix)
         # The coefficients' storage becomes two (B, 8, M, L) temporaries once the coupling is done.
         work = param.new_empty((2,) + means.shape)
         coeffs = _tanh_(raw_coeffs, out=work.view(raw_coeffs.shape))
@@ -261,7 +264,7 @@ class _MixtureLogProb(torch.autograd.Function):
             v = torch.mul(d, 2.0, out=tmp).clamp_(_W_MIN, _SERIES_MAX)
             logw.add_(v, alpha=-0.5).add_(_series_(v.mul_(v), _LOG_WIDTH_SERIES, out=d))
             lp.addcmul_(logw, masks.interior)
-        total = lp.sum(dim=1).add_(torch.log_softmax(param[:, :num_mix], dim=1))     # B, M, L
+        total = lp.sum(dim=1).add_(torch.log_softmax(logits, dim=1))                 # B, M, L
         top = total.amax(dim=1, keepdim=True)
         out = torch.sub(total, top).clamp_(min=_EXP_FLOOR).exp_().sum(dim=1).log_().add_(top.squeeze(1))  # B, L
         ctx.num_mix, ctx.half_bin = num_mix, half_bin
@@ -275,14 +278,14 @@ class _MixtureLogProb(torch.autograd.Function):
         num_mix, half_bin = ctx.num_mix, ctx.half_bin
         series = _uses_series(param.dtype)
         masks = _EdgeMasks(xs, half_bin, series)
-        means, raw_log_s, raw_coeffs = _raw_rows(param, num_mix)
+        logits, means, raw_log_s, raw_coeffs = _split_params(param, num_mix)
         grad = torch.empty(param.shape, dtype=param.dtype, device=param.device)
         # The gradient's own slots serve as scratch before their final values are written.
-        g_means, g_log_s, g_coeffs = _raw_rows(grad, num_mix)
+        g_logits, g_means, g_log_s, g_coeffs = _split_params(grad, num_mix)
         # Mixture: d out / d total = softmax(total) (responsibilities); d/d logits = responsibilities - weights.
         g = grad_out.unsqueeze(1)                                                     # B, 1, L
         resp = torch.sub(total, out.unsqueeze(1)).clamp_(min=_EXP_FLOOR).exp_().mul_(g)   # B, M, L
-        torch.sub(resp, torch.softmax(param[:, :num_mix], dim=1).mul_(g), out=grad[:, :num_mix])
+        torch.sub(resp, torch.softmax(logits, dim=1).mul_(g), out=g_logits)
         g_lp = resp.unsqueeze(1)                                                      # B, 1, M, L
 
         coeffs = _tanh_(raw_coeffs, out=g_coeffs)
@@ -351,11 +354,7 @@ class DiscMixLogistic8:
     @functools.cached_property
     def _split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits (B, M, L), means (B, 8, M, L), raw log-scales (B, 8, M, L), raw coefficients (B, 16, M, L))."""
-        b, _, length = self._param.shape
-        # split (not slicing) so that the backward pass is one concatenation, not one zero-filled copy per slice.
-        logits, rest = self._param.split([self.num_mix, (PARAMS_PER_MIXTURE - 1) * self.num_mix], dim=1)
-        rest = rest.reshape(b, 2 * NUM_LEADS + NUM_COEFFS, self.num_mix, length)
-        return (logits,) + tuple(rest.split([NUM_LEADS, NUM_LEADS, NUM_COEFFS], dim=1))
+        return _split_params(self._param, self.num_mix)
 
     @property
     def logit_probs(self) -> torch.Tensor:
@@ -406,10 +405,10 @@ class DiscMixLogistic8:
         ``validate=False`` skips the range check, which reads a flag back to the host (a device synchronisation);
         the training step passes it because its data are clipped to [0, 1] when loaded.
         """
-        xs = self._scaled_input(x, validate)
         if x.requires_grad and torch.is_grad_enabled():
             # The fused Function treats x as data (no gradient); differentiating through x takes the autograd path.
-            return self._log_prob_autograd(x, validate=False)
+            return self._log_prob_autograd(x, validate)
+        xs = self._scaled_input(x, validate)
         return _MixtureLogProb.apply(self._param, xs, self.num_mix, 1.0 / self.max_val)
 
     def _scaled_input(self, x: torch.Tensor, validate: bool) -> torch.Tensor:

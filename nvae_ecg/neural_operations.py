@@ -187,12 +187,6 @@ def bn_act_train(bn: nn.BatchNorm1d | nn.BatchNorm2d, x: torch.Tensor, act: str)
     return _BNActFunction.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, act)
 
 
-def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> torch.Tensor:
-    """NVAE weight normalisation exp(log_norm) * w / (||w|| + 1e-5) of one layer, differentiated by autograd."""
-    # The per-layer path (batch_weight_norm off), as the authors' code runs it per convolution call.
-    return weight_norm_reference(weight, log_weight_norm)
-
-
 class WeightNormConv:
     """NVAE's weight normalisation (learned log-norm per output channel) for an nn.Conv1d / nn.Conv2d subclass.
 
@@ -215,7 +209,8 @@ class WeightNormConv:
 
     def normalized_weight(self) -> torch.Tensor:
         """The weight actually used by the convolution."""
-        return normalize_weight(self.weight, self.log_weight_norm)
+        # Per layer (batch_weight_norm off) the expression is differentiated by autograd, as the authors' code did.
+        return weight_norm_reference(self.weight, self.log_weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve with the normalised weight."""
@@ -275,7 +270,7 @@ def normalized_weights_batched(group: Sequence[WeightNormConv]) -> torch.Tensor:
     w = torch.stack([c.weight for c in group])
     lw = torch.stack([c.log_weight_norm for c in group])
     # One autograd node with a hand-written backward (nvae_ecg.weight_norm): a third of the passes over the
-    # weights that autograd makes of normalize_weight's expression, which dominate `paper` steps at small batches.
+    # weights that autograd makes of weight_norm_reference, which dominate `paper` steps at small batches.
     return weight_norm(w.flatten(0, 1), lw.flatten(0, 1)).view_as(w)
 
 
