@@ -14,12 +14,15 @@ modes run side by side, each in a fresh process so that peak memory is its own: 
 cNVAE-ECG, *original* (float64 and the authors' operator structure: per-layer weight
 normalisation, plain BatchNorm + ELU, their mixture likelihood with its host-synchronising range
 check, per-parameter Adamax), which is how the original code runs and the reference of the speed
-targets. One table is printed with the fast/float64 and fast/original ratios;
-``--json`` writes the figures with machine details.
+targets. ``--repeats N`` runs the modes N times, interleaved, and reports each mode's median
+run and the per-repeat ratios (neighbouring runs share the machine's state, which on a shared VM
+drifts by tens of percent over minutes). One table is printed with the fast/float64 and
+fast/original ratios; ``--json`` writes the figures with machine details.
 
 Example::
 
     python -m nvae_ecg.bench --model cnvae --config small --batch_size 8 --steps 5 --json bench_small.json
+    python -m nvae_ecg.bench --model cnvae --config small --batch_size 8 --steps 12 --repeats 3 --no-count_ops
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Callable, Optional
 import torch
 
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from nvae_ecg.io import atomic_write_json
 from nvae_ecg.utils import keep_freed_cpu_memory
@@ -299,6 +302,22 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _slow_conv_flops(x_shape, w_shape, _kernel_size, _bias, _stride, _padding, out_shape=None, **_) -> int:
+    """FLOPs of ATen's im2col + GEMM convolution (torch's own formula for it misreads its arguments)."""
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+def _slow_conv_backward_flops(grad_out_shape, x_shape, w_shape, _kernel_size, _stride, _padding, output_mask,
+                              out_shape=None, **_) -> int:
+    """FLOPs of its backward: one forward's worth for the input gradient and one for the weight gradient."""
+    return conv_flop_count(x_shape, w_shape, grad_out_shape) * (int(output_mask[0]) + int(output_mask[1]))
+
+
+#: The convolution kernel Conv1D picks for some float32 CPU shapes (nvae_ecg.neural_operations.use_gemm_conv).
+SLOW_CONV_FLOPS = {torch.ops.aten._slow_conv2d_forward: _slow_conv_flops,
+                   torch.ops.aten._slow_conv2d_backward: _slow_conv_backward_flops}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -370,7 +389,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
     ops, gflop = 0, float("nan")
     if args.count_ops:
         # Matmul/convolution FLOPs of forward + backward (torch's FlopCounterMode), per training ECG.
-        with FlopCounterMode(display=False) as flops, OpCounter() as counter:
+        with FlopCounterMode(display=False, custom_mapping=SLOW_CONV_FLOPS) as flops, OpCounter() as counter:
             step()
         ops, gflop = counter.count, flops.get_total_flops() / w.batch / 1e9
 
@@ -478,6 +497,30 @@ def format_table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median step time (the lower middle one for an even count), with every run's step time."""
+    ordered = sorted(runs, key=lambda r: r["step_ms"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["step_ms_runs"] = [r["step_ms"] for r in runs]
+    return chosen
+
+
+def format_repeats(runs: dict[str, list[dict]], errors: dict[str, str]) -> str:
+    """Step time of every run per mode and, against each reference mode, the spread of the per-repeat ratios."""
+    lines = []
+    for mode, rs in runs.items():
+        if rs and mode not in errors:
+            lines.append(f"{mode} step ms per run: " + ", ".join(f"{r['step_ms']:.1f}" for r in rs))
+    fast = runs.get("fast", [])
+    for ref in ("float64", "original"):
+        pairs = list(zip(fast, runs.get(ref, [])))
+        if pairs and ref not in errors and "fast" not in errors:
+            ratios = [r["step_ms"] / f["step_ms"] for f, r in pairs]
+            lines.append(f"fast / {ref} per repeat: " + ", ".join(f"{x:.2f}x" for x in ratios)
+                         + f" (min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x)")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description="Training/sampling throughput, fast path vs float64 eager.",
@@ -509,6 +552,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every mode this many times, interleaved (fast, float64, original, fast, ...), each in a "
+                        "fresh process, and report the run with the median step time: on a shared machine whose "
+                        "speed drifts over minutes one run per mode can move a ratio by tens of percent")
     p.add_argument("--no_isolate", action="store_true",
                    help="run the modes in this process (peak RSS then covers both); default: one process each")
     p.add_argument("--data_dir", default=None,
@@ -518,7 +565,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data_ecgs", type=int, default=2000, help="ECGs to read for the data measurement")
     p.add_argument("--json", default=None, help="write the figures and machine details to this JSON file")
     args = p.parse_args(argv)
-    for name in ("batch_size", "steps"):
+    for name in ("batch_size", "steps", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if args.modes is None:
@@ -539,18 +586,26 @@ def main(args: argparse.Namespace) -> dict:
         from nvae_ecg.data.datasets import GeneratorDataset
 
         data_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes="all")
-    results, errors = [], {}
-    for mode in args.modes:
-        print(f"[bench] {args.model}/{args.config} {mode} ...", file=sys.stderr, flush=True)
-        if args.no_isolate:
-            results.append(asdict(run_mode(args, mode)))
-            continue
-        try:
-            results.append(run_isolated(args, mode))
-        except RuntimeError as e:  # keep the modes that did finish (a float64 run may not fit in memory)
-            errors[mode] = str(e)
-            print(f"[bench] {e}", file=sys.stderr, flush=True)
+    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    errors: dict[str, str] = {}
+    for rep in range(args.repeats):
+        for mode in args.modes:
+            if mode in errors:
+                continue
+            tag = f" (run {rep + 1}/{args.repeats})" if args.repeats > 1 else ""
+            print(f"[bench] {args.model}/{args.config} {mode}{tag} ...", file=sys.stderr, flush=True)
+            if args.no_isolate:
+                runs[mode].append(asdict(run_mode(args, mode)))
+                continue
+            try:
+                runs[mode].append(run_isolated(args, mode))
+            except RuntimeError as e:  # keep the modes that did finish (a float64 run may not fit in memory)
+                errors[mode] = str(e)
+                print(f"[bench] {e}", file=sys.stderr, flush=True)
+    results = [median_run(runs[mode]) for mode in args.modes if mode not in errors and runs[mode]]
     table = format_table(results, args)
+    if args.repeats > 1:
+        table += "\n" + format_repeats(runs, errors)
     for mode, msg in errors.items():
         table += f"\n{mode}: FAILED ({msg})"
     data = None
@@ -559,8 +614,8 @@ def main(args: argparse.Namespace) -> dict:
         table += (f"\ndata loading ({data['dataset']}, {data['num_workers']} workers): {data['ecg_per_s']:.0f} ECG/s "
                   f"over {data['ecgs']} ECGs")
     print(table)
-    out = {"args": vars(args), "machine": machine_info(device), "results": results, "errors": errors, "data": data,
-           "table": table}
+    out = {"args": vars(args), "machine": machine_info(device), "results": results, "runs": runs, "errors": errors,
+           "data": data, "table": table}
     by_mode = {r["mode"]: r for r in results}
     if "fast" in by_mode and "float64" in by_mode:
         out["train_speedup"] = by_mode["fast"]["train_ecg_per_s"] / by_mode["float64"]["train_ecg_per_s"]

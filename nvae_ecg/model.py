@@ -206,6 +206,11 @@ class AutoEncoder(nn.Module):
         # Weight-normalised convs grouped by weight shape (a plain list, not registered): forward normalises each
         # group's weights in one batch of ops instead of a few ops per layer (thousands of layers in `paper`).
         self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, WeightNormConv))
+        # Sampling runs the decoder alone: normalising the encoder's weights too would double its weight passes.
+        decoder = (self.dec_cells, self.dec_sampler, self.dec_combiners, self.dec_up, self.post_process,
+                   self.output_layer)
+        self._dec_conv_groups = group_by_weight_shape(m for part in decoder for m in part.modules()
+                                                      if isinstance(m, WeightNormConv))
         # False: every conv normalises its own weight per call, as NVAE and the authors' code do (benchmark reference).
         self.batch_weight_norm = True
         # Power-iteration state of spectral_norm_parallel, keyed by weight shape (NVAE sr_u / sr_v).
@@ -335,7 +340,7 @@ class AutoEncoder(nn.Module):
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
-        with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
+        with batched_weight_norm(self._dec_conv_groups if self.batch_weight_norm else ()):
             return self._sample_logits(y, t)
 
     def _sample_logits(self, y: torch.Tensor, t: float) -> torch.Tensor:

@@ -220,10 +220,48 @@ class WeightNormConv:
         return self._conv_fn(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+#: Where ATen's im2col + GEMM convolution beats oneDNN's for float32 1-D convolutions on CPU (forward + backward,
+#: measured on a 2-vCPU AVX-512 EPYC, BENCHMARKS.md): 1x1 kernels (e.g. (8, 36, 1250) -> 32: 1.0 vs 1.9 ms),
+#: few input taps (C_in * k <= 36; the 8 -> 99 output conv of `small` at length 5000: 9.4 vs 23.3 ms, the
+#: 12 -> 660 one of `paper` at batch 32: 0.46 vs 1.15 s) and small problems (batch * length <= 2560, where
+#: oneDNN's fixed cost per call dominates). oneDNN stays faster for wide k3 convs on big batches
+#: ((8, 32, 1250) -> 32: 1.8 vs 2.9 ms).
+GEMM_CONV_MAX_TAPS = 36
+GEMM_CONV_MAX_POSITIONS = 2560
+
+
+def use_gemm_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True where a 1-D conv of x (B, C, L) runs faster as ATen's im2col + GEMM than through oneDNN (CPU float32)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3 or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):  # autocast casts F.conv1d's inputs; it does not know the GEMM kernel
+        return False
+    taps = weight.shape[1] * weight.shape[2]
+    return (weight.shape[2] == 1 or taps <= GEMM_CONV_MAX_TAPS
+            or x.shape[0] * x.shape[2] <= GEMM_CONV_MAX_POSITIONS)
+
+
 class Conv1D(WeightNormConv, nn.Conv1d):
-    """nn.Conv1d with NVAE's weight normalisation (see :class:`WeightNormConv`)."""
+    """nn.Conv1d with NVAE's weight normalisation (see :class:`WeightNormConv`).
+
+    On CPU in float32 it picks the convolution kernel by shape (:func:`use_gemm_conv`): torch picks oneDNN for
+    every float32 conv, which is several times slower than ATen's im2col + GEMM kernel (the one float64 always
+    uses) for 1x1 kernels, few input channels and small batches. Both compute the same convolution.
+    """
 
     _conv_fn = staticmethod(F.conv1d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve with the normalised weight."""
+        w = self.weight_override
+        if w is None:
+            w = self.normalized_weight()
+        if self.groups == 1 and self.dilation[0] == 1 and not isinstance(self.padding, str) and use_gemm_conv(x, w):
+            k = w.shape[2]
+            out = torch.ops.aten.thnn_conv2d(x.unsqueeze(2), w.unsqueeze(2), [1, k], self.bias,
+                                             [1, self.stride[0]], [0, self.padding[0]])
+            return out.squeeze(2)
+        return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = False) -> None:

@@ -6,7 +6,8 @@
 #   CONFIG       named configuration for all of them (paper)
 #   BATCH_SIZE   per step (32, the paper's batch)      STEPS / WARMUP / SPLIT_STEPS / SAMPLE_BATCHES (20 / 5 / 3 / 3)
 #   DEVICE       auto, cpu or cuda (auto)               COMPILE  none or cells (torch.compile) for the cNVAE fast path (none)
-#   MODES        precision modes ("fast float64")       THREADS  torch CPU threads, 0 = default (0)
+#   MODES        precision modes (empty: the benchmark's default, fast float64 original for cnvae, fast float64 else)
+#   THREADS      torch CPU threads, 0 = default (0)    REPEATS  interleaved runs of every mode, median reported (1)
 #   PYTHON       interpreter (python)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,10 +21,15 @@ SPLIT_STEPS="${SPLIT_STEPS:-3}"
 SAMPLE_BATCHES="${SAMPLE_BATCHES:-3}"
 DEVICE="${DEVICE:-auto}"
 COMPILE="${COMPILE:-none}"
-MODES="${MODES:-fast float64}"
+MODES="${MODES:-}"
 THREADS="${THREADS:-0}"
+REPEATS="${REPEATS:-1}"
 PYTHON="${PYTHON:-python}"
-read -r -a MODE_ARGS <<< "$MODES"
+MODE_ARGS=()
+if [[ -n "$MODES" ]]; then
+    read -r -a MODE_LIST <<< "$MODES"
+    MODE_ARGS=(--modes "${MODE_LIST[@]}")
+fi
 cd "$REPO"
 for MODEL in $MODELS; do
     "$PYTHON" -m nvae_ecg.bench \
@@ -34,7 +40,8 @@ for MODEL in $MODELS; do
         --warmup "$WARMUP" \
         --split_steps "$SPLIT_STEPS" \
         --sample_batches "$SAMPLE_BATCHES" \
-        --modes "${MODE_ARGS[@]}" \
+        "${MODE_ARGS[@]}" \
+        --repeats "$REPEATS" \
         --compile "$COMPILE" \
         --device "$DEVICE" \
         --threads "$THREADS" \

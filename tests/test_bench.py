@@ -75,6 +75,31 @@ def test_bench_other_models_in_process(model, config):
         assert np.isnan(r["forward_ms"]) and r["sample_ecg_per_s"] > 0
 
 
+def test_bench_repeats_interleave_modes_and_report_the_median_run(monkeypatch):
+    order = []
+    fake_ms = {"fast": iter([300.0, 100.0, 200.0]), "float64": iter([600.0, 500.0, 400.0])}
+
+    def fake_run(args, mode):  # stands in for one fresh benchmark process
+        order.append(mode)
+        ms = next(fake_ms[mode])
+        return {"mode": mode, "dtype": "x", "autocast": "none", "compile": "none", "train_ecg_per_s": 1000 / ms,
+                "step_ms": ms, "forward_ms": 0.0, "backward_ms": 0.0, "optimizer_ms": 0.0,
+                "sample_ecg_per_s": float("nan"), "peak_mem_gib": 1.0, "ops_per_step": 0, "gflop_per_ecg": 0.0}
+
+    monkeypatch.setattr(bench, "run_isolated", fake_run)
+    args = _bench_args("--model", "cnvae", "--config", "tiny", "--modes", "fast", "float64", "--repeats", "3")
+    out = bench.main(args)
+    assert order == ["fast", "float64"] * 3
+    fast, f64 = out["results"]
+    assert fast["step_ms"] == 200.0 and fast["step_ms_runs"] == [300.0, 100.0, 200.0]
+    assert f64["step_ms"] == 500.0
+    assert out["train_speedup"] == pytest.approx(500.0 / 200.0)
+    # Per-repeat ratios pair neighbouring runs: 600/300, 500/100, 400/200.
+    assert "fast / float64 per repeat: 2.00x, 5.00x, 2.00x (min 2.00x, median 2.00x)" in out["table"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--repeats", "0"])
+
+
 def test_bench_rejects_bad_flags():
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "0"])
