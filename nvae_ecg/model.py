@@ -74,8 +74,8 @@ class VAEOutput(NamedTuple):
     """What ``AutoEncoder.forward`` returns (NVAE's 5-tuple, named)."""
 
     logits: torch.Tensor            # (B, 33 * M, L) decoder parameters, cropped to L; 2-D: (B, 32, F, T)
-    log_q: torch.Tensor             # (B,) sum of log q(z|x) over all groups
-    log_p: torch.Tensor             # (B,) sum of log p(z) over all groups
+    log_q: Optional[torch.Tensor]   # (B,) sum of log q(z|x) over all groups (None: forward(log_probs=False))
+    log_p: Optional[torch.Tensor]   # (B,) sum of log p(z) over all groups (None: forward(log_probs=False))
     kl_all: list[torch.Tensor]      # per group (decoder order): (B,) KL summed over channels and positions
     kl_diag: list[torch.Tensor]     # per group: (num_latent_per_group,) KL summed over positions, mean over batch
 
@@ -265,14 +265,18 @@ class AutoEncoder(nn.Module):
                                                       self.spectrogram.mask.unsqueeze(-1)), self.spectrogram)
 
     # ---- inference + generation ----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
-        """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool = True) -> VAEOutput:
+        """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim).
+
+        ``log_probs=False`` skips log q(z|x) and log p(z) (``None`` in the output), which only the importance-
+        weighted NLL needs; the training loss uses the analytic KL.
+        """
         self._check_x(x)
         self._check_y(y, x.shape[0])
         with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
-            return self._forward(x, y)
+            return self._forward(x, y, log_probs)
 
-    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> VAEOutput:
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool) -> VAEOutput:
         h = self.class_features(y)
         x = x.to(self.stem.weight.dtype)
 
@@ -326,13 +330,14 @@ class AutoEncoder(nn.Module):
         logits = self.output_layer(s)[self._crop]
 
         kl_all, kl_diag = [], []
-        log_q = log_p = 0.0
+        log_q = log_p = 0.0 if log_probs else None
         for q, p, z in zip(qs, ps, zs):
             kl = q.kl(p)                                        # B, C_z, *spatial (float32 or wider)
             kl_diag.append(kl.sum(dim=self._spatial_dims).mean(dim=0))
             kl_all.append(kl.sum(dim=self._group_dims))
-            log_q = log_q + q.log_p(z).sum(dim=self._group_dims)
-            log_p = log_p + p.log_p(z).sum(dim=self._group_dims)
+            if log_probs:
+                log_q = log_q + q.log_p(z).sum(dim=self._group_dims)
+                log_p = log_p + p.log_p(z).sum(dim=self._group_dims)
         return VAEOutput(logits, log_q, log_p, kl_all, kl_diag)
 
     def sample_logits(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:

@@ -439,10 +439,14 @@ class SE(nn.Module):
         self.dims = tuple(range(2, 2 + ndim))
         self.ones = (1,) * ndim
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned per-channel gate (B, C, 1, ...) of x, broadcastable against it."""
+        gate = self.se(x.mean(dim=self.dims))
+        return gate.view(gate.shape + self.ones)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rescale channels by the learned gate."""
-        gate = self.se(x.mean(dim=self.dims))
-        return x * gate.view(gate.shape + self.ones)
+        return x * self.gate(x)
 
 
 class Cell(nn.Module):
@@ -478,7 +482,12 @@ class Cell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual update of x."""
-        return self.skip(x) + RESIDUAL_SCALE * self.se(self.ops(x))
+        h = self.ops(x)
+        if isinstance(self.se, SE):
+            # skip + 0.1 * (h * gate) as one multiply-add: one pass over the activations instead of three, and
+            # fewer in the backward.
+            return torch.addcmul(self.skip(x), h, self.se.gate(h), value=RESIDUAL_SCALE)
+        return self.skip(x) + RESIDUAL_SCALE * h
 
 
 class EncCombinerCell(nn.Module):

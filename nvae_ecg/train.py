@@ -250,7 +250,7 @@ def apply_gradients(model, opt, scaler, grad_clip: float) -> None:
 
 def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float):
     """NELBO-based training loss of one batch (NVAE train.py) and its parts (all tensors)."""
-    out = model(x, y)
+    out = model(x, y, log_probs=False)  # the loss uses the analytic KL; log q and log p are for the IW estimate
     core = model.module if isinstance(model, DistributedDataParallel) else model
     dist_out = core.decoder_output(out.logits)
     # The loaders clip the data to [0, 1], so the likelihood's range check (a host sync) is skipped here.
