@@ -19,7 +19,8 @@ gradient taken from the output, and in training the residual cells' BatchNorm an
 activation run as one autograd function (:func:`bn_act_train`: two-pass batch
 statistics, one scale-shift, the activation, and a BatchNorm backward with the
 activation's folded in), which gives nn.BatchNorm's numbers, gradients and running
-statistics in fewer passes; ``BNActConv.fused = False`` restores the plain modules.
+statistics in fewer passes; ``BNActConv.fused = False`` restores the plain modules. Float32 1-D convolutions on
+CPU run through ATen's im2col + GEMM kernel where oneDNN is slow for their shape (:func:`use_gemm_conv`).
 
 Example::
 
@@ -217,6 +218,9 @@ class WeightNormConv:
         w = self.weight_override
         if w is None:
             w = self.normalized_weight()
+        return self._convolve(x, w)
+
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self._conv_fn(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -251,14 +255,10 @@ class Conv1D(WeightNormConv, nn.Conv1d):
 
     _conv_fn = staticmethod(F.conv1d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve with the normalised weight."""
-        w = self.weight_override
-        if w is None:
-            w = self.normalized_weight()
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if self.groups == 1 and self.dilation[0] == 1 and not isinstance(self.padding, str) and use_gemm_conv(x, w):
-            k = w.shape[2]
-            out = torch.ops.aten.thnn_conv2d(x.unsqueeze(2), w.unsqueeze(2), [1, k], self.bias,
+            # ATen's im2col + GEMM kernel on the (B, C, 1, L) view (its autograd formula covers the backward).
+            out = torch.ops.aten.thnn_conv2d(x.unsqueeze(2), w.unsqueeze(2), [1, w.shape[2]], self.bias,
                                              [1, self.stride[0]], [0, self.padding[0]])
             return out.squeeze(2)
         return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
