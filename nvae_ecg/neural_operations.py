@@ -256,7 +256,7 @@ class Conv1D(WeightNormConv, nn.Conv1d):
     _conv_fn = staticmethod(F.conv1d)
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.groups == 1 and self.dilation[0] == 1 and not isinstance(self.padding, str) and use_gemm_conv(x, w):
+        if self._gemm_capable and use_gemm_conv(x, w):
             # ATen's im2col + GEMM kernel on the (B, C, 1, L) view (its autograd formula covers the backward).
             out = torch.ops.aten.thnn_conv2d(x.unsqueeze(2), w.unsqueeze(2), [1, w.shape[2]], self.bias,
                                              [1, self.stride[0]], [0, self.padding[0]])
@@ -268,6 +268,8 @@ class Conv1D(WeightNormConv, nn.Conv1d):
         nn.Conv1d.__init__(self, c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
                            groups=groups, bias=bias)
         self._init_weight_norm()
+        # What ATen's GEMM kernel (thnn_conv2d) takes: no groups, no dilation, numeric padding; fixed per layer.
+        self._gemm_capable = groups == 1 and dilation == 1 and not isinstance(padding, str)
 
 
 class Conv2D(WeightNormConv, nn.Conv2d):

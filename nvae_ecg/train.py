@@ -366,7 +366,8 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: checkpoint classes {resume['classes']} differ from --classes {args.classes}")
 
     if device.type == "cpu" and keep_freed_cpu_memory():
-        logger.info("glibc keeps freed tensors in its heap for reuse (no mmap per allocation): fewer page faults per step")
+        logger.info("glibc keeps freed tensors in its heap for reuse (no mmap per allocation): "
+                    "fewer page faults per step")
     model = AutoEncoder(cfg).to(device=device, dtype=dtype)
     compile_note = compile_model(model, args.compile)
     if info.distributed and args.sync_bn:
