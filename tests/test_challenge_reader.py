@@ -147,6 +147,8 @@ def test_write_read_roundtrip_and_header_reader(tmp_path):
         ("fs_text", "invalid_fs"),
         ("fs_absent", "invalid_fs"),
         ("volts_per_furlong", "bad_units"),
+        ("gain_zero_every_lead", "bad_units"),
+        ("gain_negative", "bad_units"),
     ],
 )
 def test_broken_copies_raise_record_error_naming_the_file(sample_dir, tmp_path, mutate, reason):
@@ -184,10 +186,58 @@ def test_broken_copies_raise_record_error_naming_the_file(sample_dir, tmp_path, 
         hea.write_text(text.replace(lines[0], " ".join(lines[0].split()[:2])))
     elif mutate == "volts_per_furlong":
         hea.write_text(text.replace("/mv", "/furlong"))
+    elif mutate == "gain_zero_every_lead":
+        hea.write_text(text.replace(" 1000.0(0)/mv ", " 0(0)/mv "))
+    elif mutate == "gain_negative":
+        hea.write_text(text.replace(lines[4], lines[4].replace(" 1000.0(0)/mv ", " -1000.0(0)/mv ")))
     with pytest.raises(RecordError) as info:
         read_record(hea)
     assert info.value.reason == reason
     assert hea.stem in str(info.value)  # the message names the file
+
+
+def _set_gain_field(hea: Path, lead_row: int, field: str) -> None:
+    """Replace the gain field (third token) of one signal line of a header."""
+    lines = hea.read_text().splitlines()
+    parts = lines[1 + lead_row].split()
+    parts[2] = field
+    lines[1 + lead_row] = " ".join(parts)
+    hea.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("ds", ["ptb-xl", "georgia"])
+def test_zero_gain_is_rejected_not_read_as_wfdb_default(sample_dir, tmp_path, ds):
+    # wfdb turns a gain of 0 into its default 200, which would read this lead 1000/200 = 5x too large.
+    hea = _copy(sorted((sample_dir / ds).rglob("*.hea"))[0], tmp_path)
+    units = "mv" if ds == "ptb-xl" else "mV"
+    _set_gain_field(hea, 8, f"0(0)/{units}")  # lead V3 only
+    assert challenge.wfdb.rdheader(str(hea.with_suffix(""))).adc_gain[8] == 200.0  # the wfdb behaviour guarded against
+    with pytest.raises(RecordError, match="V3") as info:
+        read_record(hea)
+    assert info.value.reason == "bad_units" and str(hea) in str(info.value) and "0(0)" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["1000", "1000/mV", "1000/mv", "1000.0(0)/mV", "1000.0(0)/mv", "1e3(0)/mV", "1000.(0)/mV"])
+def test_gain_field_spellings_parse(tmp_path, field):
+    x = np.random.default_rng(3).normal(0, 0.4, size=(12, 600))
+    hea, _ = write_challenge_record(tmp_path / "G1", x, 500)
+    for row in range(12):
+        _set_gain_field(hea, row, field)
+    np.testing.assert_allclose(read_record(hea).signal, np.round(x * 1000) / 1000, rtol=0, atol=1e-12)
+
+
+def test_gain_parser_on_synthetic_headers(tmp_path):
+    path = tmp_path / "X.hea"
+    text = "X 2 500 10\nX.mat 16+24 204.918(0)/mV 16 0 0 0 0 I\nX.mat 16+24 .5/uV 16 0 0 0 0 lead two\n# Dx: 1\n"
+    assert challenge._parse_gains(text, 2, path) == [204.918, 0.5]
+    for bad, why in (("0/mV", "not a positive"), ("0.0(0)/mV", "not a positive"), ("nan/mV", "not a number"),
+                     ("/mV", "not a number")):
+        with pytest.raises(RecordError, match=why) as info:
+            challenge._parse_gains(text.replace("204.918(0)/mV", bad), 2, path)
+        assert info.value.reason == "bad_units" and "X.hea" in str(info.value) and "lead I" in str(info.value)
+    with pytest.raises(RecordError, match="no ADC gain field") as info:
+        challenge._parse_gains(text.replace("X.mat 16+24 .5/uV 16 0 0 0 0 lead two", "X.mat 16"), 2, path)
+    assert info.value.reason == "bad_units"
 
 
 def test_eleven_lead_record_is_rejected(sample_dir, tmp_path):

@@ -194,6 +194,7 @@ BROKEN = {
     "fs_unparseable": ("HR07010", "invalid_fs"),
     "mat_without_header": ("HR07011", "missing_header"),
     "too_short": ("HR07012", "too_short"),
+    "gain_zero": ("HR07013", "bad_units"),  # wfdb would read it with its default gain 200, 5x too large
 }
 
 
@@ -237,6 +238,12 @@ def make_broken(kind: str, src: Path, folder: Path) -> Path:
     elif kind == "mat_without_header":
         hea.unlink()
         return mat
+    elif kind == "gain_zero":
+        lines = text.splitlines()
+        parts = lines[3].split()  # lead III
+        parts[2] = "0" + parts[2][parts[2].index("("):]  # 1000.0(0)/mv -> 0(0)/mv
+        lines[3] = " ".join(parts)
+        hea.write_text("\n".join(lines) + "\n")
     elif kind == "too_short":
         hea.unlink()
         mat.unlink()
@@ -417,3 +424,75 @@ def test_rerun_replaces_dataset_and_cleans_stale_temp(sample_dir, tmp_path):
     assert np.load(out / "ptb-xl" / "labels.npy").shape[0] == 7 > n_filtered
     assert np.load(out / "ptb-xl" / "signals.npy", mmap_mode="r").shape[0] == 7
     assert sorted(p.name for p in out.iterdir()) == ["prepare.json", "ptb-xl"]
+
+
+# ------------------------------------------------------------------ OUT_DIR holds exactly what prepare.json describes
+def assert_out_matches_prepare_json(out: Path) -> dict:
+    """Every dataset folder in OUT_DIR is listed as ok in OUT_DIR/prepare.json and vice versa; no temp folder left."""
+    overall = json.loads((out / "prepare.json").read_text())
+    folders = {p.name for p in out.iterdir() if p.is_dir()}
+    assert folders == {n for n, d in overall["datasets"].items() if d["status"] == "ok"}
+    for name in folders:
+        per = json.loads((out / name / "prepare.json").read_text())
+        assert per["n_kept"] == overall["datasets"][name]["n_kept"] == np.load(out / name / "labels.npy").shape[0]
+    return overall
+
+
+def test_rerun_removes_datasets_skipped_in_this_run(sample_dir, tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(sample_dir, raw, ignore=shutil.ignore_patterns("README*", "SHA256SUMS"))
+    run(raw, out)
+    assert_out_matches_prepare_json(out)
+    assert {p.name for p in out.iterdir()} == {"prepare.json", *DATASETS}
+
+    # georgia emptied, ningbo gone: their folders of the first run must not survive to feed the benchmarks.
+    shutil.rmtree(raw / "georgia")
+    (raw / "georgia").mkdir()
+    shutil.rmtree(raw / "ningbo")
+    summary = run(raw, out)
+    assert summary["datasets"]["georgia"]["status"] == "empty_folder"
+    assert summary["datasets"]["ningbo"]["status"] == "missing_folder"
+    assert not (out / "georgia").exists() and not (out / "ningbo").exists()
+    overall = assert_out_matches_prepare_json(out)
+    assert overall["datasets"]["georgia"]["status"] == "empty_folder" and overall["datasets_from_earlier_runs"] == []
+    assert f"removed {out / 'georgia'}" in capsys.readouterr().err
+
+    # A dataset whose records are all unusable is removed too.
+    for hea in (raw / "ptb-xl").rglob("*.hea"):
+        hea.write_text("\n".join(ln for ln in hea.read_text().splitlines() if "Dx" not in ln) + "\n")
+    with pytest.raises(SystemExit) as info:  # nothing usable at all: exit 1 and OUT_DIR left exactly as it was
+        run(raw, out, "--datasets", "ptb-xl")
+    assert info.value.code != 0 and (out / "ptb-xl" / "signals.npy").is_file()
+    assert assert_out_matches_prepare_json(out) == overall
+
+
+def test_datasets_not_selected_are_kept_and_listed(sample_dir, tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    for ds in ("ptb-xl", "georgia"):
+        shutil.copytree(sample_dir / ds, raw / ds)
+    run(raw, out, "--datasets", "ptb-xl", "georgia")
+    n_georgia = json.loads((out / "georgia" / "prepare.json").read_text())["n_kept"]
+    for hea in (raw / "ptb-xl").rglob("*.hea"):
+        hea.write_text("\n".join(ln for ln in hea.read_text().splitlines() if "Dx" not in ln) + "\n")
+    shutil.copytree(sample_dir / "ningbo", raw / "ningbo")
+    summary = run(raw, out, "--datasets", "ptb-xl", "ningbo")  # ptb-xl now unusable, georgia not selected
+    assert summary["datasets"]["ptb-xl"]["status"] == "no_usable_records"
+    assert summary["datasets"]["georgia"]["n_kept"] == n_georgia and summary["datasets_from_earlier_runs"] == ["georgia"]
+    assert {p.name for p in out.iterdir()} == {"prepare.json", "georgia", "ningbo"}
+    assert_out_matches_prepare_json(out)
+    # A dataset folder not written by prepare (no prepare.json) is refused, not silently listed or deleted.
+    (out / "georgia" / "prepare.json").unlink()
+    with pytest.raises(SystemExit):
+        run(raw, out, "--datasets", "ningbo")
+    assert f"{out / 'georgia'} has no valid prepare.json" in capsys.readouterr().err
+    assert (out / "georgia" / "signals.npy").is_file()
+
+
+def test_removed_dataset_of_a_killed_run_is_not_restored(tmp_path):
+    out = tmp_path / "out"
+    dead = 2 ** 22 + 54321
+    while prepare._pid_alive(dead):
+        dead += 1
+    (out / f".del-georgia-{dead}").mkdir(parents=True)  # a run killed between removing georgia and deleting it
+    notes = prepare.clean_stale(out)
+    assert not (out / "georgia").exists() and list(out.iterdir()) == [] and len(notes) == 1

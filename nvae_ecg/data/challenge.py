@@ -13,9 +13,11 @@ itself, checks the file size, the MAT v4 preamble and the checksums, the lead se
 (the 12 standard leads; a record with all 12 leads in another order is reordered
 to :data:`nvae_ecg.leads.LEADS12`), the units (``mV`` in any case -- PTB-XL headers
 say ``mv``, which wfdb keeps verbatim and scales like ``mV`` -- or ``uV``/``V``,
-rescaled to mV), non-finite samples (wfdb reads the int16 marker -32768 as NaN) and
-the ``Dx`` line. Every problem raises :class:`RecordError` with a reason key (see
-:data:`REASONS`) and a message naming the file. :func:`resample_to` and
+rescaled to mV), the ADC gains (parsed from the header text like the sampling rate:
+wfdb silently reads a gain of 0, or a missing one, as its default 200), non-finite
+samples (wfdb reads the int16 marker -32768 as NaN) and the ``Dx`` line. Every problem
+raises :class:`RecordError` with a reason key (see :data:`REASONS`) and a message
+naming the file. :func:`resample_to` and
 :func:`fit_length` bring a record to the fixed 500 Hz x 10 s grid without ever
 stretching it in time. :func:`write_challenge_record` writes the same layout atomically
 (``signal`` stored as ``round(x * gain)``; age/sex None written as ``NaN``/``Unknown``) with the
@@ -196,6 +198,37 @@ def _parse_record_line(text: str, path: Path) -> tuple[float, int | None]:
     raise RecordError("unreadable_header", path, "header has no record line")
 
 
+# Gain field of a signal line: gain, optional (baseline), optional /units; e.g. 1000, 1000/mV, 1000.0(0)/mv, 2e2(-5)/uV.
+_GAIN_FIELD = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?:\([+-]?[0-9]+\))?(?:/\S*)?")
+
+
+def _parse_gains(text: str, n_sig: int, path: Path) -> list[float]:
+    """ADC gain of each signal line, parsed independently of wfdb (which reads 0 or a missing gain as 200)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    signal_lines = lines[1:1 + n_sig]  # the record line comes first; the signal lines follow in lead order
+    if len(signal_lines) != n_sig:
+        raise RecordError("unreadable_header", path, f"header has {len(signal_lines)} signal lines for {n_sig} signals")
+    gains = []
+    for k, line in enumerate(signal_lines, start=1):
+        tokens = line.split()
+        # The description (lead name) is the 9th field and may contain blanks.
+        where = f"signal line {k}" + (f" (lead {' '.join(tokens[8:])})" if len(tokens) > 8 else "")
+        if len(tokens) < 3:
+            raise RecordError("bad_units", path, f"{where} has no ADC gain field; wfdb would silently assume its default 200")
+        m = _GAIN_FIELD.fullmatch(tokens[2])
+        if m is None:
+            raise RecordError("bad_units", path, f"{where}: ADC gain field {tokens[2]!r} is not a number")
+        gain = float(m.group(1))
+        if not math.isfinite(gain) or gain <= 0:
+            raise RecordError(
+                "bad_units", path,
+                f"{where}: ADC gain {tokens[2]!r} is not a positive number "
+                "(wfdb would silently read a gain of 0 as its default 200, scaling the signal by an unknown factor)",
+            )
+        gains.append(gain)
+    return gains
+
+
 def _header_from_wfdb(hdr, fs: float, path: Path) -> ChallengeHeader:
     """Build a ChallengeHeader from a wfdb header/record object and the independently parsed sampling rate."""
     if hdr.sig_name is None or not hdr.n_sig:
@@ -292,7 +325,8 @@ def _checksums(d_signal: np.ndarray) -> np.ndarray:
 def read_record(hea_path: str | os.PathLike) -> ChallengeRecord:
     """Read a Challenge record in mV (12, n) LEADS12 order with every check; raises RecordError naming the file."""
     path = Path(hea_path)
-    fs, _ = _parse_record_line(_read_text(path), path)
+    text = _read_text(path)
+    fs, _ = _parse_record_line(text, path)
     try:
         # One wfdb call parses the header and reads the digital samples (the header parse dominates the cost).
         rec = wfdb.rdrecord(str(path.with_suffix("")), physical=False)
@@ -300,13 +334,16 @@ def read_record(hea_path: str | os.PathLike) -> ChallengeRecord:
         _explain_read_failure(path, exc)
     header = _header_from_wfdb(rec, fs, path)
     order = _lead_order(header.leads, path)
+    gains = _parse_gains(text, rec.n_sig, path)
     scales = []
-    for lead, unit, gain in zip(header.leads, rec.units or [None] * rec.n_sig, rec.adc_gain or [None] * rec.n_sig):
+    for lead, unit, gain, wfdb_gain in zip(header.leads, rec.units or [None] * rec.n_sig, gains,
+                                           rec.adc_gain or [None] * rec.n_sig):
         scale = _UNIT_SCALE_TO_MV.get(str(unit).strip().lower())
         if scale is None:
             raise RecordError("bad_units", path, f"lead {lead} has units {unit!r}; expected mV (or uV/V)")
-        if gain is None or not math.isfinite(float(gain)) or float(gain) <= 0:
-            raise RecordError("bad_units", path, f"lead {lead} has ADC gain {gain!r}; expected a positive number")
+        # The conversion below uses wfdb's gain; it must be the one the header states (no silent default).
+        if wfdb_gain is None or float(wfdb_gain) != gain:
+            raise RecordError("bad_units", path, f"lead {lead}: wfdb read ADC gain {wfdb_gain!r}, the header says {gain!r}")
         scales.append(scale)
     sig_path = path.parent / rec.file_name[0]
     _check_signal_file(rec, sig_path, path)

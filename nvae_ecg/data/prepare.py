@@ -23,7 +23,11 @@ into a temporary ``.npy`` of shape (n_found, 12, 5000) while returning only the
 per-record minima/maxima of the 8 leads; then bounds, filter and splits are
 computed and the kept rows are copied in chunks into ``signals.npy``. Each dataset
 is written into ``OUT_DIR/.tmp-<dataset>-<pid>`` and moved into place only when
-complete, so a crash leaves the previous ``OUT_DIR/<dataset>`` intact. Unusable
+complete, so a crash leaves the previous ``OUT_DIR/<dataset>`` intact. A selected dataset
+that this run skips (missing or empty folder, no usable record) has its earlier
+``OUT_DIR/<dataset>`` removed, so ``OUT_DIR`` holds exactly the datasets its
+``prepare.json`` describes (datasets not in ``--datasets`` are kept and listed from their
+own ``prepare.json``); when no dataset is usable nothing is changed. Unusable
 records are skipped with a reason (listed in ``records.csv`` and in the summary);
 ``--strict`` turns any skip into an error. Output layout: see the repository docs
 (signals.npy, labels.npy, records.csv, bounds.json, prepare.json per dataset).
@@ -36,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -283,12 +288,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(out_dir: Path) -> list[str]:
-    """Remove temporary folders of dead runs and restore a dataset folder a crash left as ``.old-*``."""
+    """Remove temporary/deleted folders of dead runs and restore a dataset folder a crash left as ``.old-*``."""
     notes = []
     if not out_dir.is_dir():
         return notes
     for entry in sorted(out_dir.iterdir()):
-        m = re.fullmatch(r"\.(tmp|old)-(.+)-(\d+)", entry.name)
+        m = re.fullmatch(r"\.(tmp|old|del)-(.+)-(\d+)", entry.name)
         if m is None or not entry.is_dir() or _pid_alive(int(m.group(3))):
             continue
         kind, ds = m.group(1), m.group(2)
@@ -314,6 +319,58 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
         os.replace(old, final)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_dataset_folder(folder: Path) -> Path | None:
+    """Move a dataset folder out of the loaders' sight in one rename; returns where it went (delete it later)."""
+    if not folder.exists():
+        return None
+    # ``.del-`` (not ``.old-``): clean_stale must never restore a folder that was removed on purpose.
+    gone = folder.parent / f".del-{folder.name}-{os.getpid()}"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(folder, gone)
+    return gone
+
+
+def existing_datasets(out_dir: Path, selected: list[str]) -> dict[str, dict]:
+    """Summaries of the dataset folders already in OUT_DIR, read from their own prepare.json."""
+    out = {}
+    for name in DATASETS:
+        folder = out_dir / name
+        if not folder.exists():
+            continue
+        try:
+            summary = json.loads((folder / "prepare.json").read_text())
+            ok = isinstance(summary, dict) and summary.get("status") == "ok" and summary.get("dataset") == name
+        except (OSError, ValueError):
+            ok = False
+        if ok:
+            out[name] = summary
+        elif name not in selected:
+            # Not the output of a completed prepare run, yet the loaders would read it: refuse rather than guess.
+            raise PrepareError(f"{folder} has no valid prepare.json (not written by a completed prepare run); "
+                               f"remove it or add {name} to --datasets")
+        # (a selected one is replaced or removed by this run)
+    return out
+
+
+def _write_overall(out_dir: Path, raw_dir: Path, entries: dict[str, dict], earlier: set[str],
+                   args: argparse.Namespace, t0: float) -> dict:
+    """Write OUT_DIR/prepare.json describing exactly the dataset entries given (in DATASETS order)."""
+    overall = {
+        "raw_dir": str(raw_dir),
+        "out_dir": str(out_dir),
+        "datasets": {name: {k: v for k, v in entries[name].items() if k not in ("flags", "versions", "messages")}
+                     for name in DATASETS if name in entries},
+        # Datasets kept from an earlier run (not in --datasets); their flags are in OUT_DIR/<dataset>/prepare.json.
+        "datasets_from_earlier_runs": [name for name in DATASETS if name in earlier],
+        "flags": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "versions": _versions(),
+        "seconds": round(time.time() - t0, 3),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "prepare.json", overall)
+    return overall
 
 
 def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
@@ -560,6 +617,11 @@ def main(args: argparse.Namespace) -> dict:
                                "of the Challenge 2021 training set")
         for note in clean_stale(out_dir):
             print(note, file=sys.stderr)
+        # OUT_DIR/prepare.json lists exactly the dataset folders present (the loaders read every folder there):
+        # those already there, read from their own prepare.json, updated as each dataset of this run is swapped in
+        # and, at the end, as those this run skipped are removed.
+        entries = existing_datasets(out_dir, args.datasets)
+        earlier = set(entries) - set(args.datasets)
         summaries = []
         for name in args.datasets:
             s = prepare_dataset(name, args)
@@ -569,22 +631,30 @@ def main(args: argparse.Namespace) -> dict:
             if s.get("messages") and n_more > 0:
                 tqdm.write(f"[{name}] ... and {n_more} more skipped records (see records.csv)", file=sys.stderr)
             summaries.append(s)
-        overall = {
-            "raw_dir": str(raw_dir),
-            "out_dir": str(out_dir),
-            "datasets": {s["dataset"]: {k: v for k, v in s.items() if k not in ("flags", "versions", "messages")}
-                         for s in summaries},
-            "flags": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "versions": _versions(),
-            "seconds": round(time.time() - t0, 3),
-        }
+            if s["status"] == "ok":  # its folder was just swapped in
+                entries[name] = s
+                _write_overall(out_dir, raw_dir, entries, earlier, args, t0)
         print(format_summary(summaries))
         if not any(s["status"] == "ok" for s in summaries):
             raise PrepareError(f"no dataset of {raw_dir} had usable records ({', '.join(args.datasets)}); nothing written")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / "prepare.json", overall)
+        # A dataset skipped in this run must not leave its earlier folder behind for the loaders: move it away
+        # first (one rename), then record the skip, then delete it.
+        removed = []
+        for s in summaries:
+            if s["status"] != "ok":
+                gone = _remove_dataset_folder(out_dir / s["dataset"])
+                if gone is not None:
+                    removed.append(gone)
+                    print(f"removed {out_dir / s['dataset']} of an earlier run: {s['dataset']} is {s['status']} "
+                          "in this run", file=sys.stderr)
+                entries[s["dataset"]] = s
+        overall = _write_overall(out_dir, raw_dir, entries, earlier, args, t0)
+        for gone in removed:
+            shutil.rmtree(gone, ignore_errors=True)
         print(f"wrote {', '.join(str(out_dir / s['dataset']) for s in summaries if s['status'] == 'ok')} "
               f"in {overall['seconds']:.1f} s")
+        if earlier:
+            print(f"kept {', '.join(str(out_dir / n) for n in sorted(earlier))} of an earlier run (not in --datasets)")
         return overall
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
