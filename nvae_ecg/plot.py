@@ -3,6 +3,8 @@
 The layout is the paper-chart convention: 25 mm/s, 10 mm/mV, a 1 mm grid with
 5 mm major lines (one large square = 0.2 s x 0.5 mV), four columns of 2.5 s
 (I/II/III, aVR/aVL/aVF, V1-V3, V4-V6) and a 10 s rhythm strip of lead II below.
+Rows are 3 mV apart; waves taller than 1.5 mV are drawn in full and overlap the
+neighbouring row (or the margin), as on a paper ECG, never clipped.
 The figure size is set from the paper dimensions, so a saved PNG at any dpi keeps
 the grid square.
 
@@ -28,7 +30,7 @@ from nvae_ecg.leads import LEADS12  # noqa: E402
 
 MM_PER_S = 25.0
 MM_PER_MV = 10.0
-_ROW_MV = 3.0  # vertical space per row: +-1.5 mV around the baseline
+_ROW_MV = 3.0  # vertical space per row: +-1.5 mV around the baseline; taller waves overlap the next row, as on paper
 _LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 
 
@@ -54,21 +56,27 @@ def plot_ecg12(x12, fs: float = 500.0, title: str | None = None, color: str = "b
     rows = 4
     height = rows * _ROW_MV
     w_mm, h_mm = dur * MM_PER_S, height * MM_PER_MV
-    fig = plt.figure(figsize=(scale * (w_mm + 10) / 25.4, scale * (h_mm + (12 if title else 6)) / 25.4))
-    ax = fig.add_axes((5 / (w_mm + 10), 3 / (h_mm + (12 if title else 6)), w_mm / (w_mm + 10),
-                       h_mm / (h_mm + (12 if title else 6))))
+    # Waves above the top row or below the rhythm strip get page margin of their own, so nothing is cut off.
+    finite = np.where(np.isfinite(x), x, 0.0)
+    over_top = max(0.0, max(float(finite[LEADS12.index(nm)].max(initial=0.0)) for nm in _LAYOUT[0]) - _ROW_MV / 2)
+    under = max(0.0, -float(finite[LEADS12.index("II")].min(initial=0.0)) - _ROW_MV / 2)
+    top_mm, bottom_mm = (12 if title else 6) - 3 + over_top * MM_PER_MV, 3 + under * MM_PER_MV
+    page_h = h_mm + top_mm + bottom_mm
+    fig = plt.figure(figsize=(scale * (w_mm + 10) / 25.4, scale * page_h / 25.4))
+    ax = fig.add_axes((5 / (w_mm + 10), bottom_mm / page_h, w_mm / (w_mm + 10), h_mm / page_h))
     _grid(ax, dur, height)
     t = np.arange(n) / fs
     for r, names in enumerate(_LAYOUT):
         base = height - (r + 0.5) * _ROW_MV
         for c, name in enumerate(names):
             lo, hi = int(round(c * col_s * fs)), int(round((c + 1) * col_s * fs))
-            ax.plot(t[lo:hi], base + np.clip(x[LEADS12.index(name), lo:hi], -1.5, 1.5), color=color, lw=0.6)
+            # Full amplitude, never clipped: tall QRS complexes (LVH voltages) must stay measurable on the grid.
+            ax.plot(t[lo:hi], base + x[LEADS12.index(name), lo:hi], color=color, lw=0.6, clip_on=False)
             ax.text(c * col_s + 0.04, base + 0.55, name, fontsize=7 * scale, fontweight="bold")
             if c:
                 ax.plot([c * col_s] * 2, [base - 0.3, base + 0.3], color=color, lw=0.8)
     base = 0.5 * _ROW_MV
-    ax.plot(t, base + np.clip(x[LEADS12.index("II")], -1.5, 1.5), color=color, lw=0.6)
+    ax.plot(t, base + x[LEADS12.index("II")], color=color, lw=0.6, clip_on=False)
     ax.text(0.04, base + 0.55, "II", fontsize=7 * scale, fontweight="bold")
     ax.set_xlim(0, dur)
     ax.set_ylim(0, height)

@@ -33,6 +33,10 @@ Metrics (see :mod:`train_test.quality` for the definitions and references):
   1st percentile of the test distances (about 1 % for a generator whose ECGs are as
   new as unseen patients; above 5 % is flagged).
 
+A generated set in which any ECG holds NaN or inf is refused before any work, with
+the file, the number of such ECGs and their first rows (NaN would otherwise pass
+as "unmeasurable" physiology and be skipped by the averages).
+
 A reference row "real: train vs. test" gives every metric a scale: the same
 numbers for a sample of the real training split against the real test split. Each
 source is subsampled to at most ``--max_per_class`` ECGs per class (the union over
@@ -101,6 +105,13 @@ class GenSource:
     surrogate: bool = False
 
 
+def non_finite_rows(signals: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Indices of the ECGs of an (N, 12, T) array with any NaN or inf, read in chunks (memory-mapped sets)."""
+    bad = [lo + np.flatnonzero(~np.isfinite(np.asarray(signals[lo: lo + chunk])).reshape(
+        len(signals[lo: lo + chunk]), -1).all(axis=1)) for lo in range(0, len(signals), chunk)]
+    return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, dtype=np.int64)
+
+
 def generated_sources(specs: Sequence[str] = (), root=None, length: int | None = None) -> dict[str, GenSource]:
     """Generated-sample folders (``--generated`` / ``--generated_root``) grouped by generator, of the real length."""
     out: dict[str, GenSource] = {}
@@ -111,9 +122,16 @@ def generated_sources(specs: Sequence[str] = (), root=None, length: int | None =
         fs = gs.meta.get("fs", Q.FS)
         if float(fs) != Q.FS:
             raise ValueError(f"{gs.path}/meta.json: fs {fs} Hz, expected {Q.FS:g} Hz")
+        signals = np.load(gs.signals_path, mmap_mode="r")
+        bad = non_finite_rows(signals)
+        if len(bad):
+            # NaN would pass every metric silently (physiology NaN = "unmeasurable", spectra and features NaN-skipped).
+            raise ValueError(f"{gs.signals_path}: {len(bad)} of {len(signals)} generated ECGs contain NaN or inf "
+                             f"(rows {', '.join(map(str, bad[:10]))}{', ...' if len(bad) > 10 else ''}); "
+                             f"regenerate the set or remove those ECGs")
         entry = out.setdefault(gen, GenSource(gen, Pool(gen)))
         rows = np.arange(len(gs.labels))
-        entry.pool.add(np.load(gs.signals_path, mmap_mode="r"), rows, gs.labels)
+        entry.pool.add(signals, rows, gs.labels)
         entry.sources.append(Source(gs.signals_path, rows, gs.labels.astype(np.float32), name=f"{gen}/{task}"))
         entry.paths.append(str(gs.path))
         entry.surrogate = entry.surrogate or bool(gs.meta.get("surrogate"))
