@@ -13,6 +13,17 @@ the lead algebra, so the limb-lead identities hold exactly. Output is the
 generated-sample format of :mod:`nvae_ecg.samples` (or WFDB records with
 ``--format wfdb``); the shared driver is :mod:`nvae_ecg.generation`.
 
+Two sampling protocols. ``--protocol plain`` (the default here): one temperature
+(``--temperature``, 1.0, or one per combination from ``--temperature_range``) and the
+checkpoint's BatchNorm statistics (``--readjust_bn`` re-estimates them once over the
+whole plan). ``--protocol authors`` is the authors' ``conditional/generate_signals.py``
+with their ``scripts/evaluating_conditional.sh`` settings: for every label combination
+a temperature drawn uniformly from {0.6, 0.7, 0.8, 0.9}, the BatchNorm statistics reset
+to the checkpoint's and re-estimated by 100 train-mode sampling passes of 32 copies of
+that combination at that temperature (BatchNorm momentum 0.05 as trained), then that
+combination's ECGs drawn at the same temperature. ``scripts/generate_samples.sh`` uses
+``authors`` by default so generated sets compare with the paper's.
+
 Example::
 
     python -m nvae_ecg.generate --checkpoint runs/demo/checkpoints/latest.pt --data_dir prepared \\
@@ -27,18 +38,28 @@ import sys
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from nvae_ecg.classes import NUM_CLASSES, resolve_classes
 from nvae_ecg.config import ModelConfig
-from nvae_ecg.counts import plan_to_labels
+from nvae_ecg.counts import PlanItem, plan_to_labels
 from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, resolve_device,
                                  write_generated)
 from nvae_ecg.model import AutoEncoder
-from nvae_ecg.utils import load_checkpoint
+from nvae_ecg.utils import load_checkpoint, load_plain
 
 #: Generator name written to meta.json per model representation (the benchmarks group generated sets by it).
 GENERATOR_NAMES = {"signal": "cnvae", "stft": "nvae2d"}
+
+#: Sampling protocols of --protocol (see the module docstring).
+PROTOCOLS = ("plain", "authors")
+#: The authors' temperatures: generate_signals.py draws random.choice(np.arange(0.6, 1.0, 0.1)) once per label
+#: combination; these are that arange's exact floats (0.6, 0.7, 0.7999999999999999, 0.8999999999999999).
+AUTHORS_TEMPERATURES: tuple[float, ...] = tuple(float(t) for t in np.arange(0.6, 1.0, 0.1))
+#: BatchNorm re-estimation of the authors' evaluating_conditional.sh: --num_iters 100 --batch_size 32.
+AUTHORS_BN_ITERS = 100
+AUTHORS_BN_BATCH = 32
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,13 +67,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Generate ECGs with a trained cNVAE-ECG.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (latents and mixture)")
+    p.add_argument("--protocol", default="plain", choices=PROTOCOLS,
+                   help="plain: --temperature (or --temperature_range) with the checkpoint's BatchNorm statistics "
+                        "(--readjust_bn: re-estimated once); authors: per label combination a temperature from "
+                        f"{{0.6, 0.7, 0.8, 0.9}} and BatchNorm re-estimated on {AUTHORS_BN_ITERS} sampling passes "
+                        f"of {AUTHORS_BN_BATCH} ECGs of that combination, as the authors' generate_signals.py")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="plain protocol: sampling temperature of latents and mixture (unset: 1.0)")
     p.add_argument("--temperature_range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="draw one temperature per label combination uniformly from [LOW, HIGH] (as the "
-                        "authors' generator does); overrides --temperature")
+                   help="plain protocol: draw one temperature per label combination uniformly from [LOW, HIGH]; "
+                        "overrides --temperature")
     p.add_argument("--readjust_bn", action="store_true",
-                   help="NVAE's BN re-adjustment: re-estimate BatchNorm statistics on samples before generating")
-    p.add_argument("--num_iters", type=int, default=100, help="sampling iterations for --readjust_bn")
+                   help="plain protocol: NVAE's BN re-adjustment, re-estimate BatchNorm statistics once on samples "
+                        "of the whole plan before generating")
+    p.add_argument("--num_iters", type=int, default=AUTHORS_BN_ITERS,
+                   help="sampling passes of the BatchNorm re-estimation (--readjust_bn or --protocol authors)")
+    p.add_argument("--bn_batch_size", type=int, default=None,
+                   help=f"ECGs per BatchNorm re-estimation pass (unset: {AUTHORS_BN_BATCH} with --protocol "
+                        "authors, as the authors' script; --batch_size with --readjust_bn)")
     p.add_argument("--generator_name", default=None,
                    help="generator name stored in meta.json (default: from the checkpoint, "
                         + " or ".join(f"{v} for a {k} model" for k, v in GENERATOR_NAMES.items()) + ")")
@@ -85,10 +117,52 @@ def readjust_bn(model: AutoEncoder, label_pool: np.ndarray, iters: int, batch_si
     model.eval()
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of a model (BatchNorm1d/2d and SyncBatchNorm)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def batchnorm_state(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Copies of every BatchNorm layer's running mean, running variance and batch count."""
+    return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+            for m in batchnorm_layers(model)]
+
+
+@torch.no_grad()
+def load_batchnorm_state(model: nn.Module, state: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    """Put back BatchNorm running statistics saved by :func:`batchnorm_state`."""
+    layers = batchnorm_layers(model)
+    if len(layers) != len(state):
+        raise ValueError(f"{len(state)} saved BatchNorm states for {len(layers)} layers")
+    for m, (mean, var, count) in zip(layers, state):
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+        m.num_batches_tracked.copy_(count)
+
+
+@torch.no_grad()
+def readjust_bn_combination(model: AutoEncoder, row: np.ndarray, iters: int, batch_size: int, t: float,
+                            device: torch.device) -> None:
+    """The authors' set_bn for one label combination: ``iters`` train-mode sampling passes of ``batch_size`` copies."""
+    # As in generate_signals.py (and NVAE's evaluate.py): train mode only, the layers' own momentum (0.05), so the
+    # running statistics become an exponential average over the passes that starts from the current ones.
+    y = torch.as_tensor(np.tile(np.asarray(row, dtype=np.float32), (batch_size, 1)), device=device)
+    model.train()
+    for _ in range(iters):
+        model.sample_logits(y, t)
+    model.eval()
+
+
+def authors_temperatures(n: int, rng: np.random.Generator) -> np.ndarray:
+    """One temperature per label combination, uniform over :data:`AUTHORS_TEMPERATURES` (their random.choice)."""
+    return rng.choice(np.asarray(AUTHORS_TEMPERATURES), size=n)
+
+
 def checkpoint_generator_name(checkpoint: str | os.PathLike) -> str:
     """Generator name (cnvae or nvae2d) of a cNVAE-ECG checkpoint, read memory-mapped (the weights stay on disk)."""
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+        # weights_only: a checkpoint carrying other Python objects is refused (SystemExit), never unpickled.
+        ckpt = load_plain(checkpoint, map_location="cpu", mmap=True)
     except Exception as e:  # missing, truncated or not a torch file
         raise SystemExit(f"error: cannot read checkpoint {checkpoint} ({e})") from e
     if not isinstance(ckpt, dict) or "config" not in ckpt or ckpt.get("kind", "cnvae") != "cnvae":
@@ -121,20 +195,45 @@ def main(args: argparse.Namespace) -> int:
     model, ckpt, class_cols = load_model(args.checkpoint, device)
     name = generator_name(args.generator_name, model.cfg, args.checkpoint)
     plan = build_plan(args, ckpt, class_cols)
-    temps = np.full(len(plan), args.temperature)
-    if args.temperature_range is not None:
-        temps = rng.uniform(args.temperature_range[0], args.temperature_range[1], size=len(plan))
-    if args.readjust_bn and plan:
-        readjust_bn(model, plan_to_labels(plan, NUM_CLASSES)[:, class_cols], args.num_iters, args.batch_size, float(temps.mean()),
-                    device, rng)
+    before_item, bn_batch = None, None
+    if args.protocol == "authors":
+        given = [f for f, v in (("--temperature", args.temperature), ("--temperature_range", args.temperature_range),
+                                ("--readjust_bn", args.readjust_bn)) if v is not None and v is not False]
+        if given:
+            raise SystemExit(f"error: --protocol authors draws its own temperatures and re-estimates BatchNorm per "
+                             f"label combination; drop {', '.join(given)} (or use --protocol plain)")
+        temps = authors_temperatures(len(plan), rng)
+        bn_batch = args.bn_batch_size or AUTHORS_BN_BATCH
+        trained_bn = batchnorm_state(model)
+
+        def before_item(item: PlanItem, t: float) -> None:
+            # The authors rebuild the model from the checkpoint for every combination: each one starts from the
+            # trained statistics, not from the previous combination's.
+            load_batchnorm_state(model, trained_bn)
+            readjust_bn_combination(model, np.asarray(item.labels)[list(class_cols)], args.num_iters, bn_batch, t,
+                                    device)
+    else:
+        args.temperature = 1.0 if args.temperature is None else args.temperature
+        temps = np.full(len(plan), args.temperature)
+        if args.temperature_range is not None:
+            temps = rng.uniform(args.temperature_range[0], args.temperature_range[1], size=len(plan))
+        if args.readjust_bn:
+            bn_batch = args.bn_batch_size or args.batch_size
+            if plan:
+                readjust_bn(model, plan_to_labels(plan, NUM_CLASSES)[:, class_cols], args.num_iters, bn_batch,
+                            float(temps.mean()), device, rng)
+    authors = args.protocol == "authors"
     meta = {"generator": name, "representation": model.cfg.representation, "task_type": args.task_type,
-            "factor": args.factor, "checkpoint": str(args.checkpoint), "temperature": args.temperature,
-            "temperature_range": args.temperature_range, "temperature_per_combination": temps.tolist(),
-            "seed": args.seed, "readjust_bn": args.readjust_bn, "model_classes": ckpt["classes"],
+            "factor": args.factor, "checkpoint": str(args.checkpoint), "protocol": args.protocol,
+            "temperature": args.temperature, "temperature_range": args.temperature_range,
+            "temperature_set": list(AUTHORS_TEMPERATURES) if authors else None,
+            "temperature_per_combination": temps.tolist(), "seed": args.seed,
+            "readjust_bn": bn_batch is not None, "bn_iters": args.num_iters if bn_batch is not None else None,
+            "bn_batch_size": bn_batch, "bn_per_combination": authors, "model_classes": ckpt["classes"],
             "model_config": ckpt["config"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
             "bounds": ckpt["bounds"], "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version")}
     return write_generated(lambda y, t: model.sample(y, t=t), plan, class_cols, bounds_from_checkpoint(ckpt), args,
-                           meta, model.cfg.length, device, temps)
+                           meta, model.cfg.length, device, temps, before_item=before_item)
 
 
 if __name__ == "__main__":

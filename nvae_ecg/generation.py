@@ -30,11 +30,14 @@ from tqdm import tqdm
 from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
 from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
+from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.samples import SampleWriter
 
 #: sample_fn(y, t) -> (B, 8, L) tensor in [0, 1] for a (B, K) float label tensor over the model's classes.
 SampleFn = Callable[[torch.Tensor, float], torch.Tensor]
+#: before_item(item, t): called once per label combination, just before its first batch is drawn.
+BeforeItemFn = Callable[[PlanItem, float], None]
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -105,8 +108,13 @@ def bounds_from_checkpoint(ckpt: dict) -> Bounds:
     return Bounds(np.asarray(ckpt["bounds"]["lower"]), np.asarray(ckpt["bounds"]["upper"]))
 
 
-def _batches(plan: Sequence[PlanItem], temps: Sequence[float], batch_size: int):
+def _batches(plan: Sequence[PlanItem], temps: Sequence[float], batch_size: int,
+             before_item: BeforeItemFn | None = None):
     for item, t in zip(plan, temps):
+        # A generator: the hook runs only when this combination's first batch is requested, after the previous
+        # combination's batches have all been drawn.
+        if before_item is not None and item.count > 0:
+            before_item(item, float(t))
         for start in range(0, item.count, batch_size):
             yield np.asarray(item.labels, dtype=np.uint8), min(batch_size, item.count - start), float(t)
 
@@ -121,7 +129,7 @@ def _draw(sample_fn: SampleFn, row9: np.ndarray, n: int, t: float, class_cols, b
 
 def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: Sequence[int], bounds: Bounds,
                     args: argparse.Namespace, meta: dict, length: int, device: torch.device,
-                    temps: Sequence[float] | None = None) -> int:
+                    temps: Sequence[float] | None = None, before_item: BeforeItemFn | None = None) -> int:
     """Draw every ECG of the plan and write it (args.format npy or wfdb) atomically to args.out_dir."""
     n = int(sum(item.count for item in plan))
     if n == 0:
@@ -130,10 +138,12 @@ def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: S
     temps = [1.0] * len(plan) if temps is None else list(temps)
     print(f"generating {n} ECGs with {meta.get('generator')}: {plan_summary(plan, CLASS_ABBREVS)}")
     out = Path(args.out_dir)
+    for stale in remove_stale_temporaries(out.parent, name=out.name):
+        print(f"removed {stale}, left by a killed generation run")
     if args.format == "npy":
         with SampleWriter(out, n, length=length, overwrite=args.overwrite) as writer:
             with tqdm(total=n, desc="generating", unit="ECG") as bar:
-                for row, b, t in _batches(plan, temps, args.batch_size):
+                for row, b, t in _batches(plan, temps, args.batch_size, before_item):
                     writer.write(_draw(sample_fn, row, b, t, class_cols, bounds, device), np.tile(row, (b, 1)))
                     bar.update(b)
             writer.close(meta)
@@ -149,7 +159,7 @@ def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: S
     k = 0
     try:
         with tqdm(total=n, desc="generating (wfdb)", unit="ECG") as bar:
-            for row, b, t in _batches(plan, temps, args.batch_size):
+            for row, b, t in _batches(plan, temps, args.batch_size, before_item):
                 codes = [CLASS_CODES[c] for c in range(NUM_CLASSES) if row[c]]
                 x12 = _draw(sample_fn, row, b, t, class_cols, bounds, device)
                 for i in range(b):

@@ -3,8 +3,10 @@
 A crash (or a kill) in the middle of a write must never leave a half-written JSON
 next to good data, so every JSON goes to a temporary file in the same folder, is
 flushed to disk and then renamed over the target (``os.replace`` is atomic on
-POSIX). This module imports only the standard library and numpy, so light-weight
-tools such as ``nvae_ecg.data.prepare`` can use it without importing torch.
+POSIX). Temporaries carry the writer's process id (``.NAME.tmp-PID...``), so that
+:func:`remove_stale_temporaries` can remove those of killed runs at the next start. This
+module imports only the standard library and numpy, so light-weight tools such as
+``nvae_ecg.data.prepare`` can use it without importing torch.
 
 Example::
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and an atomic rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The process id in the name lets remove_stale_temporaries tell a killed writer's file from a live one's.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -57,3 +62,48 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+#: Temporary names of this package's atomic writes: ``.NAME.tmp-PID`` (checkpoints, generated-sample folders),
+#: optionally followed by ``-RANDOM`` (``atomic_write_text``).
+_TEMP_NAME = re.compile(r"\.(?P<name>.+?)\.tmp-(?P<pid>\d+)(?:-\w+)?")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 probes without signalling)."""
+    if pid <= 0:
+        return True  # not a process id of ours (0 and negatives address process groups): never treat as dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove ``.NAME.tmp-PID`` files and folders in ``folder`` whose process is gone; returns what was removed.
+
+    A killed writer never reaches its rename or its clean-up, so its temporary stays; one of a live process (this
+    one included) is kept, as it may still be written. ``name`` limits the clean-up to temporaries of that target.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if m is None or (name is not None and m.group("name") != name) or pid_alive(int(m.group("pid"))):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # removed meanwhile by another clean-up
+            continue
+        removed.append(entry)
+    return removed

@@ -8,7 +8,9 @@ from the authors' code (float32/bf16 instead of float64, one class list stored i
 the checkpoint, a correct importance-weighted NLL, resumable atomic checkpoints,
 torchrun instead of a hand-rolled launcher) are listed in the README. Every run
 writes ``args.json``, ``log.txt``, TensorBoard events and ``checkpoints/`` into
-``--root/--save``; ``--resume`` continues from ``checkpoints/latest.pt``.
+``--root/--save``; ``--resume`` continues from ``checkpoints/latest.pt`` bit for bit
+(every rank's RNG state is saved, and a run cut by ``--max_steps`` in the middle of an
+epoch continues from the batch where it stopped).
 
 Example::
 
@@ -31,19 +33,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
 from nvae_ecg.config import CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder, count_parameters
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, keep_freed_cpu_memory,
-                            load_checkpoint, rng_state, seed_everything, set_rng_state, setup_run_dir)
+from nvae_ecg.utils import (EmptyWriter, ResumableSampler, atomic_torch_save, gather_rng_states, git_version,
+                            init_distributed, keep_freed_cpu_memory, load_checkpoint, rank0_decides,
+                            restore_rank_rng, seed_everything, setup_run_dir, to_plain)
 
 # Model flags take their defaults from the named configuration (--config) unless given.
 _MODEL_FLAGS = {f.name: f for f in fields(ModelConfig)}
@@ -94,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="prepared dataset")
     g.add_argument("--classes", "--class_name", dest="classes", default="all",
                    help="conditioning classes: 'all' (the 9 paper classes) or comma-separated abbreviations/SNOMED codes")
+    g.add_argument("--labelled_only", action="store_true",
+                   help="train and validate only on records carrying at least one of --classes (default: every "
+                        "record of the split, the others with an all-zero label, as the authors' ECGDataset)")
     g.add_argument("--root", default="runs", help="parent folder of run folders")
     g.add_argument("--save", "--name", dest="save", default="cnvae", help="run folder name under --root")
     g.add_argument("--resume", "--cont_training", dest="resume", action="store_true",
@@ -344,16 +351,31 @@ def main(args: argparse.Namespace) -> int:
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     save_dir = Path(args.root) / args.save
     ckpt_path = save_dir / "checkpoints" / "latest.pt"
-    if not args.resume and info.is_main and ckpt_path.exists():
+    # Rank 0 looks at the run folder and every rank follows its verdict: a rank exiting alone would leave the others
+    # waiting in their first collective under srun or mpirun (only torchrun tears them down).
+    code = 0
+    if info.is_main and not args.resume and ckpt_path.exists():
         print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
               file=sys.stderr)
+        code = 2
+    elif info.is_main and args.resume and not ckpt_path.exists():
+        print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
+        code = 2
+    if rank0_decides(code, info.distributed, device):
+        if info.distributed:
+            dist.destroy_process_group()
         return 2
     # Open the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
-    train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
-    val_ds = GeneratorDataset(args.data_dir, args.dataset, split="val", classes=args.classes)
+    train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes,
+                                require_label=args.labelled_only)
+    val_ds = GeneratorDataset(args.data_dir, args.dataset, split="val", classes=args.classes,
+                              require_label=args.labelled_only)
     if len(train_ds) == 0:
         raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
     logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
+    if info.is_main:
+        for stale in remove_stale_temporaries(save_dir / "checkpoints"):
+            logger.info("removed %s, left by a killed run", stale)
     seed_everything(args.seed + info.rank)
     class_idx = list(train_ds.classes)
     length = int(train_ds[0][0].shape[-1])
@@ -380,14 +402,18 @@ def main(args: argparse.Namespace) -> int:
     opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3,
                              foreach=True)
     scaler = torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and args.amp == "fp16"))
-    start_epoch, step = 0, 0
+    start_epoch, start_batch, step = 0, 0, 0
     if resume is not None:
         core.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
-        set_rng_state(resume["rng"][info.rank] if isinstance(resume["rng"], list) else resume["rng"])
-        logger.info("resumed from %s at epoch %d, step %d", ckpt_path, start_epoch, step)
+        start_batch = int(resume.get("batch_in_epoch", 0))  # batches of epoch start_epoch + 1 already trained on
+        if not restore_rank_rng(resume["rng"], info.rank):
+            logger.warning("%s holds no RNG state for rank %d (saved with fewer processes): that rank starts "
+                           "from its seed, so the run is not bit-exact with an uninterrupted one", ckpt_path,
+                           info.rank)
+        logger.info("resumed from %s at epoch %d (+%d batches), step %d", ckpt_path, start_epoch, start_batch, step)
     elif core.spectrogram is not None:
         # 2-D variant: STFT normalisation from the training split, saved with the weights (buffers, nvae_ecg.stft).
         # Own generator: fitting must not draw from the global RNG stream.
@@ -398,20 +424,19 @@ def main(args: argparse.Namespace) -> int:
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # Data order depends only on (seed, epoch), so a resumed run sees the same batches.
-    loader_gen = torch.Generator()
-    if info.distributed:
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
-    else:
-        sampler = RandomSampler(train_ds, generator=loader_gen)
+    # Data order depends only on (seed, epoch), so a resumed run sees the same batches, and the sampler can start in
+    # the middle of an epoch. A private generator keeps the DataLoader's per-epoch worker-seed draw off the global
+    # RNG stream, which a run resumed mid-epoch would otherwise draw from at another point than the straight run.
+    sampler = ResumableSampler(len(train_ds), args.batch_size, args.seed, info.rank, info.world_size,
+                               drop_last=len(train_ds) // info.world_size > args.batch_size)
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=args.num_workers > 0)
-    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
-                              **common)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, drop_last=False,
+                              generator=torch.Generator().manual_seed(args.seed), **common)
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common) if len(val_ds) else None
     # A step is one optimiser update over grad_accum_steps micro-batches; a trailing partial group is dropped.
     accum = args.grad_accum_steps
-    steps_per_epoch = len(train_loader) // accum
+    steps_per_epoch = sampler.batches_per_epoch() // accum
     if steps_per_epoch == 0:
         raise SystemExit(f"error: {len(train_ds)} training ECGs give fewer than --grad_accum_steps {accum} "
                          f"batches of --batch_size {args.batch_size}")
@@ -431,17 +456,20 @@ def main(args: argparse.Namespace) -> int:
                     core.groups_per_scale, len(train_ds), len(val_ds), steps_per_epoch, accum, args.batch_size,
                     device, info.world_size, args.dtype, args.amp, compile_note)
 
-    def save(epoch: int, periodic: bool) -> None:
+    def save(epoch: int, batch_in_epoch: int, periodic: bool) -> None:
+        """Checkpoint after ``epoch`` complete epochs and ``batch_in_epoch`` batches of the next (all ranks call it)."""
+        rngs = gather_rng_states(info.distributed)  # every rank's own noise stream, for a bit-exact resume
         if not info.is_main:
             return
         ckpt = {"kind": "cnvae", "model": core.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
                               "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min},
-                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "config": cfg.to_dict(),
-                "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
+                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
                 "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-                "dataset": args.dataset, "rng": rng_state(), "code_version": git_version(),
-                "torch_version": torch.__version__}
+                "dataset": args.dataset, "rng": rngs, "code_version": git_version(),
+                "torch_version": str(torch.__version__)}
+        ckpt = to_plain(ckpt)  # only tensors and plain data: loadable with weights_only=True
         atomic_torch_save(ckpt, ckpt_path)
         if periodic:
             atomic_torch_save(ckpt, save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
@@ -450,15 +478,14 @@ def main(args: argparse.Namespace) -> int:
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps and step >= args.max_steps:
             break
-        loader_gen.manual_seed(args.seed * 100003 + epoch)
-        if info.distributed:
-            sampler.set_epoch(epoch)
+        skip = start_batch // accum if epoch == start_epoch else 0  # optimiser steps of this epoch already done
+        sampler.set_epoch(epoch, skip * accum)
         sums = {k: torch.zeros((), device=device, dtype=torch.float64) for k in ("loss", "recon", "kl", "nelbo")}
         nb, t0 = 0, time.time()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main,
-                   leave=False)
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=not info.is_main, leave=False)
         batches = iter(train_loader)
-        for _ in range(steps_per_epoch):
+        for _ in range(skip, steps_per_epoch):
             if args.max_steps and step >= args.max_steps:
                 break
             lr = lr_at(step, epoch, args, steps_per_epoch)
@@ -505,6 +532,8 @@ def main(args: argparse.Namespace) -> int:
         bar.close()
         if nb == 0:
             break
+        done = skip + nb  # optimiser steps of this epoch done so far
+        complete = done >= steps_per_epoch
         if info.distributed:
             for v in sums.values():
                 dist.all_reduce(v)
@@ -512,21 +541,25 @@ def main(args: argparse.Namespace) -> int:
         if _any_nonfinite(sums["loss"], False):
             return _nan_exit(logger, writer, step, epoch, ckpt_path, info.distributed)
         vals = {k: (v / nb).item() for k, v in sums.items()}
-        epoch_done = epoch + 1
+        # A --max_steps stop inside the epoch leaves it incomplete: the checkpoint records the position in it.
+        epoch_done = epoch + 1 if complete else epoch
         active = num_active_units(out.kl_diag)
         if info.is_main:
             n_per_point = cfg.num_input_channels * length
-            logger.info("epoch %d step %d: loss %.2f nelbo %.2f (%.4f nats/point) recon %.2f kl %.2f active %d "
-                        "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch_done, step, vals["loss"], vals["nelbo"],
+            logger.info("epoch %d%s step %d: loss %.2f nelbo %.2f (%.4f nats/point) recon %.2f kl %.2f active %d "
+                        "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch + 1,
+                        "" if complete else f" (stopped after {done}/{steps_per_epoch} steps)", step,
+                        vals["loss"], vals["nelbo"],
                         vals["nelbo"] / n_per_point, vals["recon"], vals["kl"], active, lr, kl_w,
                         time.time() - t0, nb * accum * args.batch_size / max(time.time() - t0, 1e-9))
             for k, v in vals.items():
-                writer.add_scalar(f"epoch/train_{k}", v, epoch_done)
-            writer.add_scalar("epoch/active_units", active, epoch_done)
-            writer.add_scalar("epoch/lr", lr, epoch_done)
-            last = epoch_done == args.epochs or (args.max_steps and step >= args.max_steps)
-            if val_loader is not None and (epoch_done % args.eval_every == 0 or last):
-                do_iw = args.iw_samples if (last or (args.iw_every and epoch_done % args.iw_every == 0)) else 0
+                writer.add_scalar(f"epoch/train_{k}", v, epoch + 1)
+            writer.add_scalar("epoch/active_units", active, epoch + 1)
+            writer.add_scalar("epoch/lr", lr, epoch + 1)
+            last = epoch_done == args.epochs or bool(args.max_steps and step >= args.max_steps)
+            if val_loader is not None and ((complete and epoch_done % args.eval_every == 0) or last):
+                periodic_iw = bool(args.iw_every) and complete and epoch_done % args.iw_every == 0
+                do_iw = args.iw_samples if (last or periodic_iw) else 0
                 # Evaluation draws its own seeded randomness so that it never shifts the training RNG
                 # stream (a resumed run must see exactly the same latent draws).
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -538,9 +571,11 @@ def main(args: argparse.Namespace) -> int:
                     writer.add_scalar("epoch/val_iw_nll", v_nll, epoch_done)
                     msg += f", val IW NLL (K={do_iw}) {v_nll:.2f}"
                 logger.info(msg)
-            if args.sample_every and (epoch_done % args.sample_every == 0 or last):
+            if args.sample_every and ((complete and epoch_done % args.sample_every == 0) or last):
                 _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed)
-            save(epoch_done, periodic=bool(args.save_every) and epoch_done % args.save_every == 0)
+        save(epoch_done, 0 if complete else done * accum,
+             periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
+        if info.is_main:
             writer.flush()
     if info.is_main:
         logger.info("done: %d steps; checkpoint %s", step, ckpt_path)

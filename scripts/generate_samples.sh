@@ -4,20 +4,36 @@
 #   writes OUT_ROOT/${GENERATOR}_imbalance and OUT_ROOT/${GENERATOR}_addition (generated-sample format)
 #   GENERATOR is read from the checkpoint: cnvae for the 1-D model (scripts/training_conditional.sh), nvae2d for the
 #   2-D STFT model (scripts/training_conditional_2d.sh); the benchmarks group generated sets by it.
-# Environment: TEMPERATURE, BATCH_SIZE, FACTOR (addition), SEED, PYTHON, TASKS ("imbalance addition"), EXTRA_ARGS,
+# Sampling protocol (PROTOCOL, default authors, so the benchmark tables compare with the paper's): the authors'
+#   generate_signals.py, i.e. per label combination a temperature drawn from {0.6, 0.7, 0.8, 0.9} and BatchNorm
+#   statistics re-estimated from the checkpoint's on BN_ITERS (100) sampling passes of 32 ECGs of that combination.
+#   PROTOCOL=plain samples every ECG at TEMPERATURE (1.0) with the checkpoint's BatchNorm statistics.
+# Environment: PROTOCOL (authors|plain), BN_ITERS (authors), TEMPERATURE (plain), BATCH_SIZE, FACTOR (addition), SEED,
+#   PYTHON, TASKS ("imbalance addition"), EXTRA_ARGS,
 #   GENERATOR (override the name; nvae_ecg.generate refuses cnvae/nvae2d when it contradicts the checkpoint)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHECKPOINT="${1:-${CHECKPOINT:-$REPO/runs/cnvae_paper/checkpoints/latest.pt}}"
 DATA_DIR="${2:-${DATA_DIR:-$REPO/data/prepared}}"
 OUT_ROOT="${3:-${OUT_ROOT:-$REPO/results/generated}}"
-TEMPERATURE="${TEMPERATURE:-1.0}"
+PROTOCOL="${PROTOCOL:-authors}"
+BN_ITERS="${BN_ITERS:-100}"
 BATCH_SIZE="${BATCH_SIZE:-256}"
 FACTOR="${FACTOR:-2}"
 SEED="${SEED:-0}"
 TASKS="${TASKS:-imbalance addition}"
 PYTHON="${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+case "$PROTOCOL" in
+    authors)
+        if [[ -n "${TEMPERATURE:-}" ]]; then
+            echo "error: TEMPERATURE=$TEMPERATURE applies to PROTOCOL=plain; the authors' protocol draws its own" >&2
+            exit 2
+        fi
+        PROTOCOL_ARGS=(--protocol authors --num_iters "$BN_ITERS") ;;
+    plain) PROTOCOL_ARGS=(--protocol plain --temperature "${TEMPERATURE:-1.0}") ;;
+    *) echo "error: PROTOCOL must be authors or plain, got '$PROTOCOL'" >&2; exit 2 ;;
+esac
 cd "$REPO"
 if [[ ! -f "$CHECKPOINT" ]]; then
     echo "error: checkpoint $CHECKPOINT not found (train with scripts/training_conditional.sh or _2d.sh)" >&2
@@ -33,7 +49,7 @@ for TASK in $TASKS; do
     "$PYTHON" -m nvae_ecg.generate \
         --checkpoint "$CHECKPOINT" --data_dir "$DATA_DIR" --dataset ptb-xl \
         --task_type "$TASK" "${FACTOR_ARGS[@]}" \
-        --temperature "$TEMPERATURE" --batch_size "$BATCH_SIZE" --seed "$SEED" \
+        "${PROTOCOL_ARGS[@]}" --batch_size "$BATCH_SIZE" --seed "$SEED" \
         --format npy --generator_name "$GENERATOR" \
         --out_dir "$OUT_ROOT/${GENERATOR}_$TASK" --overwrite \
         "${EXTRA[@]}"

@@ -12,7 +12,9 @@
 #   Sizes (default full / QUICK=1), all overridable:
 #   N_PTBXL N_GEORGIA N_NINGBO   demo records per source (1200 500 500 / 120 40 40)
 #   VAE_CONFIG VAE_EPOCHS VAE_MAX_STEPS VAE_BATCH   cNVAE-ECG (small 6 0 16 / tiny 1 6 8); 0 steps = all epochs
-#   TEMPERATURE    cNVAE-ECG sampling temperature (0.5; a briefly trained model's output noise is large)
+#   TEMPERATURE    cNVAE-ECG sampling temperature (0.5; a briefly trained model's output noise is large). The
+#                  demo samples with PROTOCOL=plain: the authors' protocol (scripts/generate_samples.sh's default,
+#                  100 BatchNorm passes per label combination at 0.6-0.9) is too slow for a CPU demo
 #   GAN_CONFIG GAN_MINUTES GAN_MAX_STEPS GAN_BATCH  each GAN (small 1.5 0 16 / tiny 0 4 8); 0 minutes = no budget
 #   FACTOR         size of the generated sets relative to Table I's counts (0.25 / 0.2); the proportions below
 #                  must not exceed it
@@ -102,11 +104,13 @@ done
 
 stage 6 "generating imbalance and addition sets (x$FACTOR of Table I's counts) of every generator"
 rm -rf "$WORK/generated"
-TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
+PROTOCOL=plain TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" \
+    EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
     bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/cnvae/checkpoints/latest.pt" "$WORK/prepared" \
     "$WORK/generated"
 if [[ "$WITH_2D" == "1" ]]; then
-    TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
+    PROTOCOL=plain TEMPERATURE="$TEMPERATURE" BATCH_SIZE=64 FACTOR="$FACTOR" \
+        EXTRA_ARGS="--factor $FACTOR --device $DEVICE" \
         bash "$REPO/scripts/generate_samples.sh" "$WORK/runs/nvae2d/checkpoints/latest.pt" "$WORK/prepared" \
         "$WORK/generated"
 fi

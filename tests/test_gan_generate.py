@@ -34,7 +34,7 @@ def _train(prepared, root, save, model, *extra):
 
 
 def _ckpt(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")

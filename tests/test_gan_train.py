@@ -20,7 +20,7 @@ def _args(prepared, root, save, model="wavegan_star", *extra):
 
 
 def _ckpt(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 from scipy import signal as sps
+from sklearn.metrics import pairwise_distances
 
 from nvae_ecg.classes import CLASS_ABBREVS, class_index
 from nvae_ecg.data.synthetic import simulate_ecg
@@ -42,8 +43,9 @@ def test_identical_sets_give_zero_distance_and_full_precision_recall():
     assert abs(Q.kernel_distance(a, a)) < abs(Q.kernel_distance(a[:100], a[:100]))
     m = Q.prdc(a, a, k=5)
     assert m.precision == 1.0 and m.recall == 1.0 and m.coverage == 1.0
-    # Each real ball holds its own point and its k neighbours: density (k + 1) / k.
-    assert m.density == pytest.approx(6 / 5)
+    # Strictly inside, as the official prdc: each real ball holds its centre and the k - 1 nearer neighbours (the
+    # k-th lies on the boundary), so density is exactly 1 (with `<=` it was (k + 1) / k).
+    assert m.density == 1.0
 
 
 def test_shifted_sets_give_larger_distances_and_frechet_matches_the_gaussian_closed_form():
@@ -80,6 +82,31 @@ def test_kernel_distance_matches_a_hand_computation():
     sbb = sum(k(b[i], b[j]) for i in range(4) for j in range(4) if i != j) / 12
     sab = sum(k(a[i], b[j]) for i in range(5) for j in range(4)) / 20
     assert Q.kernel_distance(a, b) == pytest.approx(saa + sbb - 2 * sab, rel=1e-10)
+
+
+def _official_prdc(real, fake, k):
+    """clovaai/generative-evaluation-prdc's compute_prdc, transcribed: kth-value radii and strict `<`."""
+    def radii(x):
+        d = pairwise_distances(x, x)
+        return np.take_along_axis(d, np.argpartition(d, k + 1, axis=-1)[..., :k + 1], axis=-1).max(axis=-1)
+
+    r_real, r_fake, d = radii(real), radii(fake), pairwise_distances(real, fake)
+    return (float((d < r_real[:, None]).any(axis=0).mean()), float((d < r_fake[None, :]).any(axis=1).mean()),
+            float((d < r_real[:, None]).sum(axis=0).mean() / k), float((d.min(axis=1) < r_real).mean()))
+
+
+def test_prdc_follows_the_official_strict_rule():
+    # A fake point exactly on a real ball's boundary is outside it (official `<`); the old `<=` counted it.
+    real, fake = np.array([[0.0], [2.0], [10.0]]), np.array([[-2.0], [30.0]])
+    m = Q.prdc(real, fake, k=1)  # real radii 2, 2, 8: -2 lies on the first ball's boundary only
+    assert (m.precision, m.density) == (0.0, 0.0)
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(200, 8)), rng.normal(0.3, 1.2, size=(150, 8))
+    for k in (1, 3, 5):
+        got = Q.prdc(a, b, k=k)
+        assert (got.precision, got.recall, got.density, got.coverage) == pytest.approx(_official_prdc(a, b, k))
+        same = Q.prdc(a, a.copy(), k=k)
+        assert (same.precision, same.recall, same.density, same.coverage) == (1.0, 1.0, 1.0, 1.0)
 
 
 def test_prdc_by_hand_and_small_sets():
@@ -352,3 +379,25 @@ def test_bad_inputs_fail_with_clear_messages(quality_run, tmp_path):
         E.parse_args(["--real", "x", "--out_dir", "y"])  # no generated set
     with pytest.raises(FileNotFoundError, match="does not exist"):
         E.main(E.parse_args(argv + ["--out_dir", str(tmp_path / "q"), "--generated", str(tmp_path / "missing")]))
+
+
+def test_generated_nan_is_refused_naming_the_file_and_the_count(prepared_ptbxl, tmp_path):
+    """NaN in generated signals used to pass the report silently (exit 0: physiology NaN = unmeasurable)."""
+    from train_test import evaluate_quality as E
+    from train_test.surrogate import write_surrogate
+
+    gen = tmp_path / "gen" / "noisy_addition"
+    write_surrogate(prepared_ptbxl, gen, generator="noisy", task_type="addition", seed=0)
+    sig = np.load(gen / "signals.npy", mmap_mode="r+")
+    n = len(sig)
+    sig[1, 3, 100] = np.nan
+    sig[4, :, :] = np.nan
+    sig[5, 0, 0] = np.inf
+    sig.flush()
+    del sig
+    np.testing.assert_array_equal(E.non_finite_rows(np.load(gen / "signals.npy", mmap_mode="r"), chunk=2), [1, 4, 5])
+    argv = ["--real", str(prepared_ptbxl), "--generated", str(gen), "--out_dir", str(tmp_path / "q"),
+            "--arch", "tiny", "--epochs", "1", "--device", "cpu", "--num_workers", "0", "--workers", "1"]
+    with pytest.raises(ValueError, match=rf"signals\.npy: 3 of {n} generated ECGs contain NaN or inf \(rows 1, 4, 5\)"):
+        E.main(E.parse_args(argv))
+    assert not (tmp_path / "q" / "quality.json").exists()

@@ -33,7 +33,7 @@ def _train_args(prepared, root, save, *extra):
 
 
 def _params(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_run_folder_and_checkpoint(trained):
     run = trained / "straight"
     assert (run / "args.json").is_file() and (run / "log.txt").is_file()
     assert list(run.glob("events.out.tfevents.*"))
-    ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["classes"] == list(CLASS_ABBREVS)
     assert ckpt["config"]["num_classes"] == 9 and ckpt["config"]["length"] == 5000
     assert (run / "checkpoints" / "epoch_0001.pt").is_file()
@@ -57,7 +57,7 @@ def test_run_folder_and_checkpoint(trained):
 def test_resume_is_bit_for_bit(prepared, trained):
     root = trained
     steps_per_epoch = torch.load(trained / "straight" / "checkpoints" / "epoch_0001.pt", map_location="cpu",
-                                 weights_only=False)["step"]
+                                 weights_only=True)["step"]
     assert train.main(_train_args(prepared, root, "killed", "--max_steps", str(steps_per_epoch))) == 0
     half = _params(root / "killed" / "checkpoints" / "latest.pt")
     assert train.main(_train_args(prepared, root, "killed", "--resume")) == 0
@@ -66,6 +66,56 @@ def test_resume_is_bit_for_bit(prepared, trained):
     assert any(not torch.equal(half[k], b[k]) for k in b)  # the resumed run did train
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_max_steps_mid_epoch_is_bit_for_bit(prepared, trained):
+    """--max_steps inside an epoch, then --resume: the rest of that epoch is trained, same steps, same weights."""
+    root = trained
+    steps_per_epoch = torch.load(trained / "straight" / "checkpoints" / "epoch_0001.pt", map_location="cpu",
+                                 weights_only=True)["step"]
+    assert steps_per_epoch >= 2
+    cut = steps_per_epoch + steps_per_epoch // 2  # inside epoch 2
+    assert train.main(_train_args(prepared, root, "cut", "--max_steps", str(cut))) == 0
+    half = torch.load(root / "cut" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert (half["epoch"], half["batch_in_epoch"], half["step"]) == (1, cut - steps_per_epoch, cut)
+    assert "stopped after" in (root / "cut" / "log.txt").read_text()
+    assert train.main(_train_args(prepared, root, "cut", "--resume")) == 0
+    a = torch.load(root / "straight" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    b = torch.load(root / "cut" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert (b["step"], b["epoch"], b["batch_in_epoch"]) == (a["step"], 2, 0) == (2 * steps_per_epoch, 2, 0)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_start_removes_temporaries_of_killed_runs_only(prepared, trained, tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    # Another live process (not this one: the writers here reuse this process's own temporary names).
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    dead, live = p.pid, alive.pid
+    try:
+        ckpts = trained / "straight" / "checkpoints"
+        planted = {pid: ckpts / f".latest.pt.tmp-{pid}" for pid in (dead, live)}
+        for f in planted.values():
+            f.write_bytes(b"half a checkpoint")
+        assert train.main(_train_args(prepared, trained, "straight", "--resume")) == 0  # finished: nothing to train
+        assert not planted[dead].exists() and planted[live].exists()
+        planted[live].unlink()
+        out = tmp_path / "gen"
+        tmps = {pid: tmp_path / f".gen.tmp-{pid}" for pid in (dead, live)}
+        for d in tmps.values():
+            d.mkdir()
+        rc = generate.main(generate.parse_args([
+            "--checkpoint", str(ckpts / "latest.pt"), "--task_type", "custom", "--labels", "AF", "--count", "1",
+            "--out_dir", str(out), "--device", "cpu"]))
+        assert rc == 0 and len(read_samples(out)) == 1
+        assert not tmps[dead].exists() and tmps[live].exists()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_refuses_to_overwrite_a_run(prepared, trained):
@@ -88,7 +138,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(prepared, tmp_path, monk
     # Detected at the next --log_every boundary or epoch end (no per-step host sync), never later than that.
     m = re.search(r"non-finite loss by step (\d+)", log)
     assert m and 9 <= int(m.group(1)) <= 10  # step 9 is the first poisoned one; --log_every 2
-    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
@@ -137,10 +187,10 @@ def test_class_subset_model_previews_and_rejects_foreign_classes(prepared, tmp_p
 
 def test_gradient_accumulation_counts_optimizer_steps(prepared, trained, tmp_path):
     """--grad_accum_steps 2 with half the batch: the same optimiser steps per epoch as the plain run, logged as such."""
-    straight = torch.load(trained / "straight" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    straight = torch.load(trained / "straight" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     args = _train_args(prepared, tmp_path, "accum", "--batch_size", "4", "--grad_accum_steps", "2")
     assert train.main(args) == 0
-    ckpt = torch.load(tmp_path / "accum" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "accum" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == straight["step"] and ckpt["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert "of 2 x 4 ECGs" in (tmp_path / "accum" / "log.txt").read_text()

@@ -31,7 +31,7 @@ feed it ECGs and classifier features:
   for real and generated ECGs (neurokit2's wavelet delineator placed the QRS onset on
   the P wave of the demo and sample records, so its peak method is used); the axis
   and Sokolow-Lyon voltage come from baseline-corrected QRS windows around the R
-  peaks. The ``ecg_stats`` backend (the project's Pan-Tompkins
+  peaks. The ``ecg_stats`` backend (the project's adaptive Pan-Tompkins
   detector, :mod:`nvae_ecg.ecg_stats`) is the fallback when neurokit2 is missing and
   gives no PR/QRS/QT. :data:`CHECKS` turns them into per-class pass rates;
 - :func:`pooled_signals` / :func:`nearest_distances` / :func:`memorisation`: the
@@ -166,24 +166,34 @@ def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
     return dist[:, k]
 
 
+#: Relative shrink of the k-NN radii: the official strict "inside" rule, robust to round-off (see :func:`prdc`).
+_RADIUS_SHRINK = 1.0 - 1e-9
+
+
 def prdc(real_feats, fake_feats, k: int = 5) -> PRDC:
-    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN balls; NaN when a set has <= k rows."""
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN balls; NaN when a set has <= k rows.
+
+    A point is inside a ball when its distance is strictly below the radius (the k-th neighbour's distance,
+    the point itself excluded), as in the official implementation (clovaai/generative-evaluation-prdc), so
+    identical sets give density 1 (each ball holds its centre and the k - 1 nearer neighbours).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     pair = _pair(real_feats, fake_feats, k + 1)
     if pair is None:
         return PRDC(math.nan, math.nan, math.nan, math.nan)
     real, fake = pair
-    # The k-th neighbour lies on its ball's boundary; the two distance routines differ by round-off (1e-16
-    # relative), which must not push it outside, so the radii get a relative margin far below any real gap.
-    r_real = _kth_neighbour_radius(real, k) * (1 + 1e-9)
-    r_fake = _kth_neighbour_radius(fake, k) * (1 + 1e-9)
+    # The k-th neighbour lies on its ball's boundary and must stay outside; the radius routine and the cross
+    # distances differ by round-off (1e-16 relative), which must not pull it inside, so the radii shrink by a
+    # relative margin far below any real gap between neighbours.
+    r_real = _kth_neighbour_radius(real, k) * _RADIUS_SHRINK
+    r_fake = _kth_neighbour_radius(fake, k) * _RADIUS_SHRINK
     d = pairwise_distances(real, fake)  # (n_real, n_fake)
-    inside_real = d <= r_real[:, None]
+    inside_real = d < r_real[:, None]
     precision = inside_real.any(axis=0).mean()
-    recall = (d <= r_fake[None, :]).any(axis=1).mean()
+    recall = (d < r_fake[None, :]).any(axis=1).mean()
     density = inside_real.sum() / (k * fake.shape[0])
-    coverage = (d.min(axis=1) <= r_real).mean()
+    coverage = (d.min(axis=1) < r_real).mean()
     return PRDC(float(precision), float(recall), float(density), float(coverage))
 
 
@@ -311,7 +321,7 @@ def backend_description(backend: str) -> str:
         import neurokit2
 
         return f"neurokit2 {neurokit2.__version__} (ecg_clean, ecg_peaks, ecg_delineate method='peak'; lead II)"
-    return "nvae_ecg.ecg_stats (simplified Pan-Tompkins R peaks on lead II; no PR/QRS/QT)"
+    return "nvae_ecg.ecg_stats (adaptive Pan-Tompkins R peaks on lead II; no PR/QRS/QT)"
 
 
 @lru_cache(maxsize=4)
