@@ -12,6 +12,9 @@
 #   ARCH=xresnet1d101 EPOCHS=50 BATCH_SIZE=128 LR=1e-3 WEIGHT_DECAY=1e-2 BOOTSTRAP=1000 AMP=bf16 DEVICE=auto
 #   NUM_WORKERS=4 MAX_PER_CLASS=200 MAX_TRAIN_NN=0 K=5 WORKERS=4 SEED=0 DATASET=ptb-xl TSTR=1 (0: skip TSTR)
 #   PHYSIOLOGY_BACKEND=auto PYTHON=python GENERATED="NAME=PATH ..." (instead of/besides the root)
+#   WITH_DEEPFAKE=0 (1: add the published deepfake-ecg Pulse2Pulse, trained on real ECGs, as an unconditional
+#   reference source: DEEPFAKE_N=1000 of its ECGs (DEEPFAKE_SEED=0) written once to
+#   DEEPFAKE_DIR=OUT_DIR/deepfake_ecg by python -m pulse2pulse.deepfake, reused when present)
 #   EXTRA_ARGS (appended verbatim)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +47,19 @@ PREPARED_DIR="$(abspath "$PREPARED_DIR")"
 GENERATED_ROOT="$(abspath "$GENERATED_ROOT")"
 OUT_DIR="$(abspath "$OUT_DIR")"
 CLASSIFIER_CKPT="$(abspath "${CLASSIFIER_CKPT:-$OUT_DIR/classifier.pt}")"
+WITH_DEEPFAKE="${WITH_DEEPFAKE:-0}"
+case "$WITH_DEEPFAKE" in
+    0) ;;
+    1)
+        DEEPFAKE_DIR="$(abspath "${DEEPFAKE_DIR:-$OUT_DIR/deepfake_ecg}")"
+        if [[ ! -f "$DEEPFAKE_DIR/meta.json" ]]; then
+            (cd "$REPO" && "$PYTHON" -m pulse2pulse.deepfake --out_dir "$DEEPFAKE_DIR" --n "${DEEPFAKE_N:-1000}" \
+                --seed "${DEEPFAKE_SEED:-0}")
+        fi
+        GENERATED_LIST+=("deepfake-ecg=$DEEPFAKE_DIR")
+        ;;
+    *) echo "WITH_DEEPFAKE must be 0 or 1, got $WITH_DEEPFAKE" >&2; exit 1 ;;
+esac
 ROOT_ARGS=()
 if [[ -d "$GENERATED_ROOT" ]]; then ROOT_ARGS=(--generated_root "$GENERATED_ROOT"); fi
 if [[ ${#ROOT_ARGS[@]} -eq 0 && ${#GENERATED_LIST[@]} -eq 0 ]]; then

@@ -181,6 +181,10 @@ def train_labels(prepared_dir, dataset: str = "ptb-xl") -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- generated sets
 
 
+#: task_type of an unconditional generated set (meta.json ``"unconditional": true``, all-zero labels).
+UNCONDITIONAL = "unconditional"
+
+
 @dataclass
 class GeneratedSet:
     """One generated-sample folder, identified by the ``generator`` and ``task_type`` of its meta.json."""
@@ -205,7 +209,10 @@ def open_generated(path, name: str | None = None) -> GeneratedSet:
     task = s.meta.get("task_type")
     if not generator:
         raise ValueError(f"{Path(path) / 'meta.json'} has no 'generator' field; pass the folder as NAME=PATH")
-    if task not in TASK_TYPES:
+    # An unconditional set (e.g. python -m pulse2pulse.deepfake) enters the quality report only; the enrichment
+    # benchmarks select their task types and never pick it up.
+    unconditional = bool(s.meta.get("unconditional")) and task == UNCONDITIONAL
+    if task not in TASK_TYPES and not unconditional:
         raise ValueError(f"{Path(path) / 'meta.json'}: task_type {task!r} is not one of {TASK_TYPES}; "
                          f"regenerate the set with --task_type")
     return GeneratedSet(str(generator), str(task), Path(path), np.asarray(s.labels), s.meta, int(s.signals.shape[2]))

@@ -37,6 +37,16 @@ A generated set in which any ECG holds NaN or inf is refused before any work, wi
 the file, the number of such ECGs and their first rows (NaN would otherwise pass
 as "unmeasurable" physiology and be skipped by the averages).
 
+An unconditional generated set (``meta.json`` ``"unconditional": true``, all-zero labels, e.g. the
+published ``deepfake-ecg`` generator written by ``python -m pulse2pulse.deepfake``) has no
+class to be compared on: its per-class cells read "unconditional", TRTS and TSTR are not
+computed, and it is sampled to as many ECGs as the real test sample. The table "All ECGs
+pooled" gives every source (conditional ones too) the same figures over all its sampled
+ECGs against all sampled real test ECGs, whatever the labels (so a class mix that differs
+from the real one counts): FD, KID, precision/recall/density/coverage, PSD JS, inter-lead
+correlation difference and the share of ECGs with a measurable heart rate (R peaks
+found); the physiology tables end with a row over all ECGs.
+
 A reference row "real: train vs. test" gives every metric a scale: the same
 numbers for a sample of the real training split against the real test split. Each
 source is subsampled to at most ``--max_per_class`` ECGs per class (the union over
@@ -103,6 +113,7 @@ class GenSource:
     sources: list = field(default_factory=list)
     paths: list = field(default_factory=list)
     surrogate: bool = False
+    unconditional: bool = False
 
 
 def non_finite_rows(signals: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -129,7 +140,13 @@ def generated_sources(specs: Sequence[str] = (), root=None, length: int | None =
             raise ValueError(f"{gs.signals_path}: {len(bad)} of {len(signals)} generated ECGs contain NaN or inf "
                              f"(rows {', '.join(map(str, bad[:10]))}{', ...' if len(bad) > 10 else ''}); "
                              f"regenerate the set or remove those ECGs")
-        entry = out.setdefault(gen, GenSource(gen, Pool(gen)))
+        unconditional = bool(gs.meta.get("unconditional"))
+        if gen in out and out[gen].unconditional != unconditional:
+            raise ValueError(f"generator {gen}: {gs.path} is {'' if unconditional else 'not '}unconditional, "
+                             f"{out[gen].paths[0]} is {'not ' if unconditional else ''}; name one with NAME=PATH")
+        if unconditional and gs.labels.any():
+            raise ValueError(f"{gs.path}/meta.json says unconditional but labels.npy holds labels")
+        entry = out.setdefault(gen, GenSource(gen, Pool(gen), unconditional=unconditional))
         rows = np.arange(len(gs.labels))
         entry.pool.add(signals, rows, gs.labels)
         entry.sources.append(Source(gs.signals_path, rows, gs.labels.astype(np.float32), name=f"{gen}/{task}"))
@@ -148,6 +165,13 @@ def sample_rows(labels: np.ndarray, max_per_class: int, rng: np.random.Generator
             rows = rng.choice(rows, max_per_class, replace=False)
         picked.append(rows)
     return np.unique(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def sample_unconditional(n: int, n_target: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted random rows of an unconditional set: ``n_target`` of its ``n`` ECGs (0 or more than n: all)."""
+    if 0 < n_target < n:
+        return np.sort(rng.choice(n, n_target, replace=False))
+    return np.arange(n)
 
 
 def _per_class_counts(labels: np.ndarray) -> dict:
@@ -381,6 +405,31 @@ def signal_statistics(real: SourceStats, fake: SourceStats) -> dict:
                            "median": _num(np.median(fake.limb)) if len(fake.limb) else None}}
 
 
+def pooled_comparison(real: SourceStats, fake: SourceStats, k: int, phys: dict | None = None) -> dict:
+    """All sampled ECGs of a source vs. all sampled real ECGs, whatever the labels (the unconditional view).
+
+    FD, KID and PRDC in the classifier features, the PSD Jensen-Shannon distance of the mean spectra (mean over
+    leads, and per lead), the inter-lead correlation difference, and the share of the source's ECGs with a
+    measurable heart rate (R peaks found in lead II) from ``phys`` (default: the source's own physiology).
+    """
+    out = {"n_real": int(len(real.feats)), "n_generated": int(len(fake.feats)), "fd": None, "kid": None,
+           "precision": None, "recall": None, "density": None, "coverage": None, "psd_js": None,
+           "psd_js_per_lead": {lead: None for lead in LEADS12}, "corr": None, "r_peaks": None}
+    if len(real.feats) and len(fake.feats):
+        out["fd"] = _num(Q.frechet_distance(real.feats, fake.feats))
+        out["kid"] = _num(Q.kernel_distance(real.feats, fake.feats))
+        out.update({m: _num(v) for m, v in Q.prdc(real.feats, fake.feats, k).to_dict().items()})
+        everyone_r, everyone_f = np.ones(len(real.labels), bool), np.ones(len(fake.labels), bool)
+        js = Q.psd_js_distance(_mean_spectrum(real, everyone_r), _mean_spectrum(fake, everyone_f))
+        out["psd_js"] = _num(np.nanmean(js)) if np.isfinite(js).any() else None
+        out["psd_js_per_lead"] = {lead: _num(v) for lead, v in zip(LEADS12, js)}
+        out["corr"] = _num(Q.correlation_distance(_mean_corr(real, everyone_r), _mean_corr(fake, everyone_f)))
+    hr = (phys if phys is not None else fake.phys or {}).get("hr")
+    if hr is not None and len(hr):
+        out["r_peaks"] = float(np.isfinite(np.asarray(hr, dtype=np.float64)).mean())
+    return out
+
+
 def physiology_summary(stats: SourceStats) -> dict:
     """Class criteria pass rates and per-class / overall distributions of every physiological metric."""
     phys, y = stats.phys, stats.labels
@@ -548,6 +597,9 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
         if r["kind"] == "reference":
             trts = tstr_cell = f"TRTR {_f(clf['trtr']['macro'])}"
             mem_cell = f"{_pct(mem['fraction_below'])} (by definition)"
+        elif r.get("unconditional"):
+            trts = tstr_cell = "unconditional"
+            mem_cell = _pct(mem["fraction_below"]) + (" **flagged**" if mem["flagged"] else "")
         else:
             trts = _f(r["fidelity"]["trts"]["macro"])
             t = r["fidelity"].get("tstr")
@@ -567,18 +619,38 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
               "violation of Einthoven/Goldberger (0 for generators that derive II, aVR, aVL, aVF). Near copies: "
               f"generated ECGs closer to a training ECG than the 1st percentile of real test ECGs "
               f"(flagged above {100 * Q.MEMORISATION_ALARM:.0f}%).\n"]
+    if any(r.get("unconditional") for r in gen_rows):
+        lines.append("Unconditional sources (no requested labels, e.g. the published `deepfake-ecg` generator "
+                     "trained on real ECGs) have no per-class figures; compare them in the pooled table below.\n")
+    if all("pooled" in r for r in rows):
+        lines += ["**All ECGs pooled** (every sampled ECG of a source vs. every sampled real test ECG, "
+                  "whatever the labels: the class mix counts)\n",
+                  "| source | ECGs | FD ↓ | KID ↓ | precision ↑ | recall ↑ | density | coverage ↑ | PSD JS ↓ "
+                  "| corr. diff ↓ | R peaks found |",
+                  "|---|" + "---|" * 10]
+        for r in rows:
+            pl = r["pooled"]
+            label = r["name"] + (" *(surrogate)*" if r.get("surrogate") else "") + (
+                " *(unconditional)*" if r.get("unconditional") else "")
+            lines.append(f"| {label} | {pl['n_generated']} | {_f(pl['fd'])} | {_f(pl['kid'])} | "
+                         f"{_f(pl['precision'])} | {_f(pl['recall'])} | {_f(pl['density'])} | "
+                         f"{_f(pl['coverage'])} | {_f(pl['psd_js'])} | {_f(pl['corr'])} | {_pct(pl['r_peaks'])} |")
+        lines += ["", "R peaks found: the share of the source's ECGs whose heart rate could be measured (the "
+                      "reference row: the real test ECGs).\n"]
 
     def class_table(title: str, get) -> None:
         lines.append(f"**{title}**\n")
         lines.append("| source | " + " | ".join(CLASS_ABBREVS) + " |")
         lines.append("|---|" + "---|" * NUM_CLASSES)
         for r in rows:
-            lines.append(f"| {r['name']} | " + " | ".join(get(r, a) for a in CLASS_ABBREVS) + " |")
+            lines.append(f"| {r['name']} | " + " | ".join("unconditional" if r.get("unconditional") else get(r, a)
+                                                          for a in CLASS_ABBREVS) + " |")
         lines.append("")
 
     lines.append(f"{h}# Per class\n")
     lines.append("ECGs per class (real test / generated, sampled): "
-                 + "; ".join(f"{r['name']}: " + ", ".join(f"{a} {r['n_per_class'][a]}" for a in CLASS_ABBREVS)
+                 + "; ".join(f"{r['name']}: " + (f"unconditional, {r['n_sampled']} ECGs" if r.get("unconditional")
+                                                 else ", ".join(f"{a} {r['n_per_class'][a]}" for a in CLASS_ABBREVS))
                              for r in rows) + ".\n")
 
     def fid(key):
@@ -606,6 +678,10 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
     lines.append("| source | " + " | ".join(LEADS12) + " |")
     lines.append("|---|" + "---|" * len(LEADS12))
     for r in rows:
+        if r.get("unconditional"):  # no classes to average over: its pooled spectra
+            lines.append(f"| {r['name']} (all ECGs pooled) | " + " | ".join(
+                _f(r["pooled"]["psd_js_per_lead"][ld]) for ld in LEADS12) + " |")
+            continue
         lines.append(f"| {r['name']} | " + " | ".join(_f(r["signal"]["psd_js"]["per_lead"][ld]) for ld in LEADS12)
                      + " |")
     lines.append("")
@@ -620,7 +696,8 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
         cells = []
         for r in rows:
             ch = r["physiology"]["checks"].get(a, {})
-            cells.append(f"{_pct(ch.get('fraction'))} ({ch.get('n', 0)})" if ch.get("n") else "no ECG")
+            cells.append("unconditional" if r.get("unconditional") else
+                         f"{_pct(ch.get('fraction'))} ({ch.get('n', 0)})" if ch.get("n") else "no ECG")
         lines.append(f"| {a} | {check.text} | " + " | ".join(cells) + " |")
     lines.append("")
     for m in Q.PHYS_METRICS:
@@ -628,13 +705,17 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
         lines.append(f"**{Q.PHYS_NAMES[m]}{f' ({unit})' if unit else ''}: median [IQR] (measured/ECGs)**\n")
         lines.append("| class | " + " | ".join(phys_names) + " |")
         lines.append("|---|" + "---|" * len(rows))
-        for a in CLASS_ABBREVS:
+        for a in (*CLASS_ABBREVS, "all"):
             cells = []
             for r in rows:
-                s = r["physiology"]["per_class"][a][m]
+                if a != "all" and r.get("unconditional"):
+                    cells.append("unconditional")
+                    continue
+                s = r["physiology"]["overall" if a == "all" else "per_class"]
+                s = s[m] if a == "all" else s[a][m]
                 cells.append("no ECG" if not s["n"] else "n/a" if s["median"] is None else
                              f"{_f(s['median'])} [{_f(s['q1'])}-{_f(s['q3'])}] ({s['n_measured']}/{s['n']})")
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+            lines.append(f"| {'all ECGs' if a == 'all' else a} | " + " | ".join(cells) + " |")
         lines.append("")
 
     lines.append(f"{h}# Memorisation\n")
@@ -682,7 +763,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise ValueError("no generated set given: pass --generated GEN_DIR ... or --generated_root ROOT")
     train_rows = sample_rows(train_pool.labels, args.max_per_class, rng)
     test_rows = sample_rows(test_pool.labels, args.max_per_class, rng)
-    gen_rows = {g: sample_rows(s.pool.labels, args.max_per_class, rng) for g, s in gens.items()}
+    # An unconditional set has no class to cap: as many ECGs as the real test sample (all with --max_per_class 0).
+    gen_rows = {g: sample_unconditional(len(s.pool), len(test_rows) if args.max_per_class else 0, rng)
+                if s.unconditional else sample_rows(s.pool.labels, args.max_per_class, rng) for g, s in gens.items()}
     for g, rows in gen_rows.items():
         if not len(rows):
             raise ValueError(f"generator {g}: no ECG carries any of the 9 classes ({gens[g].paths})")
@@ -746,7 +829,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         tcfg = TrainConfig(**{**ckpt["train_config"], "device": cfg.device, "num_workers": cfg.num_workers,
                               "eval_batch_size": cfg.eval_batch_size})
         for g, s in tqdm(gens.items(), desc="TSTR", unit="generator", leave=False):
-            tstr_res[g] = tstr(s, args.real, args.dataset, tcfg, stats, args.seed)
+            if not s.unconditional:  # no labels to train a classifier on
+                tstr_res[g] = tstr(s, args.real, args.dataset, tcfg, stats, args.seed)
     timing["tstr"] = time.time() - t0
 
     # Assemble the rows: the real reference first, then the generators.
@@ -760,11 +844,17 @@ def evaluate(args: argparse.Namespace) -> dict:
              "realism": realism(test_stats, train_stats, args.k),
              "signal": signal_statistics(test_stats, train_stats) | {
                  "limb_error": {"max": _num(test_stats.limb.max()), "median": _num(np.median(test_stats.limb))}},
-             "physiology": physiology_summary(test_stats), "memorisation": ref_mem}]
+             "physiology": physiology_summary(test_stats), "memorisation": ref_mem,
+             "pooled": pooled_comparison(test_stats, train_stats, args.k, test_stats.phys)}]
     for g, st in gen_stats.items():
-        fidelity = class_fidelity(st, thresholds)
-        fidelity["tstr"] = tstr_res.get(g)
-        rows.append({"name": g, "kind": "generator", "surrogate": gens[g].surrogate, "paths": gens[g].paths,
+        if gens[g].unconditional:
+            fidelity = {"trts": None, "recognised": None, "tstr": None}
+        else:
+            fidelity = class_fidelity(st, thresholds)
+            fidelity["tstr"] = tstr_res.get(g)
+        rows.append({"name": g, "kind": "generator", "surrogate": gens[g].surrogate,
+                     "unconditional": gens[g].unconditional, "pooled": pooled_comparison(test_stats, st, args.k),
+                     "paths": gens[g].paths,
                      "n_total": len(gens[g].pool), "n_sampled": int(len(gen_rows[g])),
                      "n_per_class": _per_class_counts(st.labels), "fidelity": fidelity,
                      "realism": realism(test_stats, st, args.k), "signal": signal_statistics(test_stats, st),
@@ -849,7 +939,7 @@ def main(args: argparse.Namespace) -> dict:
     """Write the quality report and print where it is."""
     q = evaluate(args)
     for r in q["rows"]:
-        real = r["realism"]["overall"]
+        real = r["pooled"] if r.get("unconditional") else r["realism"]["overall"]  # no classes: all ECGs pooled
         tqdm.write(f"{r['name']}: FD {_f(real['fd'])}, KID {_f(real['kid'])}, precision {_f(real['precision'])}, "
                    f"recall {_f(real['recall'])}, near copies {_pct(r['memorisation']['fraction_below'])}")
     print(f"quality report: {Path(args.out_dir) / 'quality.md'} ({q['timing']['total']:.1f} s)")
