@@ -35,13 +35,20 @@ _LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "
 
 
 def _grid(ax, width_s: float, height_mv: float) -> None:
+    # Two line collections (minor, major) instead of ~400 axvline/axhline artists: the same grid, built ~10x faster
+    # (the training-time quality monitor draws one figure per class).
+    from matplotlib.collections import LineCollection
+
     minor_s, minor_mv = 1.0 / MM_PER_S, 1.0 / MM_PER_MV
+    segments = {True: [], False: []}  # major?
     for k in range(int(round(width_s / minor_s)) + 1):
         t = k * minor_s
-        ax.axvline(t, color="#f4b6b6" if k % 5 else "#e06666", lw=0.3 if k % 5 else 0.6, zorder=0)
+        segments[k % 5 == 0].append([(t, 0.0), (t, height_mv)])
     for k in range(int(round(height_mv / minor_mv)) + 1):
         v = k * minor_mv
-        ax.axhline(v, color="#f4b6b6" if k % 5 else "#e06666", lw=0.3 if k % 5 else 0.6, zorder=0)
+        segments[k % 5 == 0].append([(0.0, v), (width_s, v)])
+    ax.add_collection(LineCollection(segments[False], colors="#f4b6b6", linewidths=0.3, zorder=0), autolim=False)
+    ax.add_collection(LineCollection(segments[True], colors="#e06666", linewidths=0.6, zorder=0), autolim=False)
 
 
 def plot_ecg12(x12, fs: float = 500.0, title: str | None = None, color: str = "black",

@@ -10,7 +10,9 @@ torchrun instead of a hand-rolled launcher) are listed in the README. Every run
 writes ``args.json``, ``log.txt``, TensorBoard events and ``checkpoints/`` into
 ``--root/--save``; ``--resume`` continues from ``checkpoints/latest.pt`` bit for bit
 (every rank's RNG state is saved, and a run cut by ``--max_steps`` in the middle of an
-epoch continues from the batch where it stopped).
+epoch continues from the batch where it stopped). Every ``--quality_every`` steps and at the end, rank 0 logs the
+quality of ECGs sampled for a fixed list of labels (:mod:`nvae_ecg.monitor`: share with R peaks, heart rate per
+class against the real class, Welch-PSD distance, a 12-lead figure per class) on a forked RNG.
 
 Example::
 
@@ -42,6 +44,7 @@ from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder, count_parameters
+from nvae_ecg.monitor import QualityMonitor, add_quality_args
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
@@ -168,6 +171,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--sample_every", type=int, default=5, help="generated ECG figures every k epochs (0: never)")
     g.add_argument("--save_every", type=int, default=5, help="keep a periodic checkpoint copy every k epochs")
     g.add_argument("--max_val_batches", type=int, default=0, help="limit validation batches (0: all)")
+    add_quality_args(p, temperature=True)
     g = p.add_argument_group("accepted for compatibility with the authors' command lines")
     g.add_argument("--num_nf", type=int, default=0, choices=(0,),
                    help="normalising-flow cells per group: only 0 (the paper's setting) is implemented")
@@ -455,6 +459,21 @@ def main(args: argparse.Namespace) -> int:
                     "ECGs; device %s x%d; dtype %s, amp %s, %s", count_parameters(core) / 1e6,
                     core.groups_per_scale, len(train_ds), len(val_ds), steps_per_epoch, accum, args.batch_size,
                     device, info.world_size, args.dtype, args.amp, compile_note)
+    # Quality while training (rank 0 only): fixed labels, seeded noise on a forked RNG (training RNG untouched).
+    monitor = QualityMonitor(train_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
+        else None
+    if monitor is not None:
+        logger.info("quality monitor every %d steps at t=%g: %s", args.quality_every, args.quality_temperature,
+                    monitor.describe())
+    quality_step = -1  # step of the last quality evaluation
+
+    def quality() -> None:
+        nonlocal quality_step
+        core.eval()
+        monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature), writer, logger, step,
+                device=device, title=f"t={args.quality_temperature:g}")
+        core.train()
+        quality_step = step
 
     def save(epoch: int, batch_in_epoch: int, periodic: bool) -> None:
         """Checkpoint after ``epoch`` complete epochs and ``batch_in_epoch`` batches of the next (all ranks call it)."""
@@ -529,6 +548,8 @@ def main(args: argparse.Namespace) -> int:
                     writer.add_scalar("train/kl_coeff", kl_w, step)
                     writer.add_scalar("train/bn_loss", parts["bn_loss"].item(), step)
                     writer.add_scalar("kl/total_active", num_active_units(out.kl_diag), step)
+            if monitor is not None and step % args.quality_every == 0:
+                quality()
         bar.close()
         if nb == 0:
             break
@@ -577,6 +598,8 @@ def main(args: argparse.Namespace) -> int:
              periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
         if info.is_main:
             writer.flush()
+    if monitor is not None and step != quality_step:
+        quality()  # the final model
     if info.is_main:
         logger.info("done: %d steps; checkpoint %s", step, ckpt_path)
         writer.close()

@@ -13,7 +13,8 @@ Wasserstein estimate, gradient penalty, per-class sample figures) and
 ``checkpoints/latest.pt`` plus periodic copies, written atomically; ``--resume``
 continues bit for bit on CPU, also from the middle of an epoch. Scalars are
 accumulated on the device and read every ``--log_every`` steps, where a non-finite
-loss stops the run without overwriting the last good checkpoint.
+loss stops the run without overwriting the last good checkpoint. Every ``--quality_every`` critic steps and at
+the end, rank 0 logs the quality of ECGs generated for a fixed list of labels (:mod:`nvae_ecg.monitor`).
 
 Example::
 
@@ -31,14 +32,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
-from nvae_ecg.utils import (EmptyWriter, atomic_torch_save, git_version, init_distributed, load_checkpoint,
-                            rng_state, seed_everything, set_rng_state, setup_run_dir)
+from nvae_ecg.monitor import QualityMonitor, add_quality_args
+from nvae_ecg.utils import (EmptyWriter, ResumableSampler, atomic_torch_save, gather_rng_states, git_version,
+                            init_distributed, load_checkpoint, rank0_decides, restore_rank_rng, seed_everything,
+                            setup_run_dir, to_plain)
 from pulse2pulse.config import CONFIGS, COND_DISCRIMINATORS, MODELS, GANConfig, get_config
 from pulse2pulse.models import build_discriminator, build_generator, count_parameters
 from pulse2pulse.wgan import train_step
@@ -79,6 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--cond_discriminator", default=None, choices=COND_DISCRIMINATORS,
                    help="discriminator conditioning: none (the paper: only the generator sees the label) or "
                         "projection (inner product of a class embedding with the pooled features)")
+    g.add_argument("--init_from", default=None, choices=("deepfake-ecg",),
+                   help="start the generator from published weights: deepfake-ecg, the unconditional Pulse2Pulse "
+                        "of Thambawita et al. trained on real ECGs (pip package; --model pulse2pulse --config "
+                        "paper only; see pulse2pulse/deepfake.py)")
 
     g = p.add_argument_group("optimisation (WGAN-GP as in the reference code)")
     g.add_argument("--batch_size", "--bs", dest="batch_size", type=int, default=32, help="batch size per process")
@@ -105,6 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--save_every", type=int, default=100,
                    help="keep a periodic checkpoint copy every k epochs (the fork's --save_interval); "
                         "latest.pt is rewritten every epoch")
+    add_quality_args(p)
     args = p.parse_args(argv)
     if args.save is None:
         args.save = args.model
@@ -113,6 +122,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("batch_size", "n_critic", "log_every", "epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    if args.init_from is not None:
+        from pulse2pulse.deepfake import init_error
+
+        if (msg := init_error(args.model, args.config, args.model_size)) is not None:
+            p.error(msg)
     return args
 
 
@@ -120,46 +134,6 @@ def build_config(args, num_classes: int) -> GANConfig:
     """The named configuration with the model flags given on the command line applied."""
     overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
     return get_config(args.config, model=args.model, num_classes=num_classes, **overrides)
-
-
-class ResumableSampler(Sampler[int]):
-    """Shuffled indices that depend only on (seed, epoch), split over ranks, able to start mid-epoch.
-
-    ``set_epoch(epoch, skip_batches)`` drops the first ``skip_batches`` batches of this
-    rank's order, so a run resumed in the middle of an epoch sees exactly the batches
-    that the uninterrupted run saw.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True):
-        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch, self.skip = 0, 0
-        self.per_rank = self.n // world_size if world_size > 1 else self.n
-
-    def batches_per_epoch(self) -> int:
-        """Batches of one full epoch on this rank."""
-        if self.drop_last:
-            return self.per_rank // self.batch_size
-        return -(-self.per_rank // self.batch_size)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Select the epoch's permutation and how many leading batches to skip."""
-        self.epoch, self.skip = int(epoch), int(skip_batches)
-
-    def _indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        if self.world_size > 1:
-            perm = perm[self.rank:self.per_rank * self.world_size:self.world_size]
-        usable = self.batches_per_epoch() * self.batch_size if self.drop_last else len(perm)
-        return perm[self.skip * self.batch_size:usable].tolist()
-
-    def __iter__(self):
-        return iter(self._indices())
-
-    def __len__(self) -> int:
-        return len(self._indices())
 
 
 def _sample_figures(g_core, writer, step: int, device, bounds, class_names, seed: int) -> None:
@@ -190,14 +164,19 @@ def main(args: argparse.Namespace) -> int:
     info, device = init_distributed(args.device)
     save_dir = Path(args.root) / args.save
     ckpt_path = save_dir / "checkpoints" / "latest.pt"
-    if not args.resume and ckpt_path.exists():
-        if info.is_main:
-            print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
-                  file=sys.stderr)
-        return 2
-    if args.resume and not ckpt_path.exists():
-        if info.is_main:
-            print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
+    # Rank 0 looks at the run folder and every rank follows its verdict (they could disagree on a file system
+    # shared lazily between nodes, and a rank exiting alone leaves the others waiting under srun or mpirun).
+    code = 0
+    if info.is_main and not args.resume and ckpt_path.exists():
+        print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
+              file=sys.stderr)
+        code = 2
+    elif info.is_main and args.resume and not ckpt_path.exists():
+        print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
+        code = 2
+    if rank0_decides(code, info.distributed, device):
+        if info.distributed:
+            dist.destroy_process_group()
         return 2
     # Open and check the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
@@ -208,6 +187,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {args.data_dir}/{args.dataset} holds ECGs of {length} samples; the GAN "
                          "generators produce exactly 5000 (prepare with --fs 500 --seconds 10)")
     logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
+    if info.is_main:
+        for stale in remove_stale_temporaries(save_dir / "checkpoints"):
+            logger.info("removed %s, left by a killed run", stale)
     seed_everything(args.seed + info.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -225,7 +207,14 @@ def main(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(args, num_classes=len(class_names))
 
-    g_core = build_generator(cfg).to(device)
+    g_core = build_generator(cfg)
+    if resume is None and args.init_from is not None:
+        from pulse2pulse.deepfake import load_into
+
+        loaded = load_into(g_core)  # class tensors start at zero: the published generator for every label
+        logger.info("generator initialised from %s: %d parameters loaded, new (zeroed): %s", args.init_from,
+                    loaded["n_loaded"], ", ".join(loaded["new"]))
+    g_core = g_core.to(device)
     d_core = build_discriminator(cfg).to(device)
     opt_g = torch.optim.Adam(g_core.parameters(), lr=args.learning_rate, betas=(args.beta1, args.beta2))
     opt_d = torch.optim.Adam(d_core.parameters(), lr=args.learning_rate, betas=(args.beta1, args.beta2))
@@ -237,9 +226,10 @@ def main(args: argparse.Namespace) -> int:
         opt_d.load_state_dict(resume["optimizer_d"])
         epoch0, batch0 = int(resume["epoch"]), int(resume["batch_in_epoch"])
         step, g_step, prev_seconds = int(resume["step"]), int(resume["g_step"]), float(resume["train_seconds"])
-        rng = resume["rng"]
-        set_rng_state(rng[info.rank] if isinstance(rng, list) and info.rank < len(rng) else
-                      (rng[0] if isinstance(rng, list) else rng))
+        if not restore_rank_rng(resume["rng"], info.rank):
+            logger.warning("%s holds no RNG state for rank %d (saved with fewer processes): that rank starts "
+                           "from its seed, so the run is not bit-exact with an uninterrupted one", ckpt_path,
+                           info.rank)
         logger.info("resumed from %s at epoch %d (+%d batches), step %d, %.2f h of training", ckpt_path, epoch0,
                     batch0, step, prev_seconds / 3600)
     g_model, d_model = g_core, d_core
@@ -272,17 +262,28 @@ def main(args: argparse.Namespace) -> int:
                     cfg.model, count_parameters(g_core) / 1e6, count_parameters(d_core) / 1e6, len(train_ds),
                     steps_per_epoch, device, info.world_size, args.amp if amp is not None else "none")
 
+    # Quality while training (rank 0 only): fixed labels, seeded noise on a forked RNG (training RNG untouched).
+    monitor = QualityMonitor(train_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
+        else None
+    if monitor is not None:
+        logger.info("quality monitor every %d steps: %s", args.quality_every, monitor.describe())
+    quality_step = -1  # step of the last quality evaluation (its seconds count as training time, on every rank)
+
     t_start = time.time()
 
     def train_seconds() -> float:
         return prev_seconds + time.time() - t_start
 
+    def quality() -> None:
+        nonlocal quality_step
+        g_core.eval()
+        monitor(lambda y: g_core.sample(y.to(device)), writer, logger, step, device=device, title=cfg.model)
+        g_core.train()
+        writer.add_scalar("quality/train_hours", train_seconds() / 3600, step)
+        quality_step = step
+
     def save(epoch_done: int, batch_in_epoch: int, periodic: bool) -> None:
-        rngs = rng_state()
-        if info.distributed:
-            gathered = [None] * info.world_size
-            dist.all_gather_object(gathered, rngs)
-            rngs = gathered
+        rngs = gather_rng_states(info.distributed)  # every rank's own noise stream, for a bit-exact resume
         if not info.is_main:
             return
         ckpt = {"kind": CHECKPOINT_KIND, "generator": cfg.model, "model": g_core.state_dict(),
@@ -292,7 +293,8 @@ def main(args: argparse.Namespace) -> int:
                 "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
                 "epoch": epoch_done, "batch_in_epoch": batch_in_epoch, "step": step, "g_step": g_step,
                 "train_seconds": train_seconds(), "rng": rngs, "code_version": git_version(),
-                "torch_version": torch.__version__}
+                "torch_version": str(torch.__version__)}
+        ckpt = to_plain(ckpt)  # only tensors and plain data: loadable with weights_only=True
         atomic_torch_save(ckpt, ckpt_path)
         if periodic:
             atomic_torch_save(ckpt, save_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt")
@@ -352,6 +354,8 @@ def main(args: argparse.Namespace) -> int:
                 bad |= ~torch.isfinite(g_loss.detach())
             sums[:len(keys) - 1] += torch.stack([v.detach().double() for v in vals])
             bad |= ~torch.isfinite(parts["loss"].detach())
+            if monitor is not None and step % args.quality_every == 0:
+                quality()
             last_step = bool(args.max_steps) and step >= args.max_steps
             if step % args.log_every == 0 or last_step:
                 nonfinite, over = should_stop(bad)
@@ -406,6 +410,8 @@ def main(args: argparse.Namespace) -> int:
              periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
         if info.is_main:
             writer.flush()
+    if monitor is not None and step != quality_step:
+        quality()  # the final generator
     if info.is_main:
         why = f" ({stop_reason})" if stop_reason else ""
         logger.info("done%s: %d critic steps, %d generator steps, %.3f h; checkpoint %s", why, step, g_step,
