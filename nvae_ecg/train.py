@@ -136,6 +136,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--weight_decay", type=float, default=3e-4, help="Adamax weight decay")
     g.add_argument("--percent_epochs", type=float, default=5,
                    help="percent of the epochs with linear LR warm-up (authors' script: 5)")
+    g.add_argument("--warmup_steps", type=int, default=0,
+                   help="linear LR warm-up over this many steps instead of --percent_epochs (0: use --percent_epochs); "
+                        "a short run warms up over a fixed number of steps whatever its epochs")
+    g.add_argument("--optimizer", default="adamax", choices=OPTIMIZERS,
+                   help="adamax (NVAE and the authors, eps 1e-3) or adam (eps 1e-8; learns the demo data faster, "
+                        "see BENCHMARKS.md)")
     g.add_argument("--weight_decay_norm", type=float, default=1e-2,
                    help="weight of the BN scale penalty (and of the spectral penalty when enabled)")
     g.add_argument("--weight_decay_norm_init", type=float, default=10.0,
@@ -145,6 +151,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--kl_anneal_portion", type=float, default=0.3, help="portion of training with KL warm-up")
     g.add_argument("--kl_const_portion", type=float, default=1e-4, help="portion with a constant KL coefficient")
     g.add_argument("--kl_const_coeff", type=float, default=1e-4, help="the constant (minimum) KL coefficient")
+    g.add_argument("--kl_anneal_steps", type=int, default=0,
+                   help="KL warm-up over this many steps instead of --kl_anneal_portion (0: use the portion)")
+    g.add_argument("--kl_const_steps", type=int, default=0,
+                   help="steps at the constant KL coefficient before the warm-up, instead of --kl_const_portion "
+                        "(0: use the portion)")
     g.add_argument("--kl_balance", action="store_true",
                    help="NVAE's KL balancing with 'square' group coefficients (off in the authors' code)")
     g.add_argument("--spectral_regularization", action="store_true",
@@ -185,6 +196,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--sample", action="store_true", help="ignored: figures are controlled by --sample_every")
     g.add_argument("--fast_adamax", action="store_true", help="ignored: torch.optim.Adamax is used")
     args = p.parse_args(argv)
+    for flag in ("warmup_steps", "kl_anneal_steps", "kl_const_steps"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if args.grad_accum_steps < 1:
         p.error(f"--grad_accum_steps must be >= 1, got {args.grad_accum_steps}")
     if args.num_process_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -201,19 +215,46 @@ def build_config(args, num_classes: int, length: int) -> ModelConfig:
     return get_config(args.config, **overrides)
 
 
-def lr_at(step: int, epoch: int, args, steps_per_epoch: int) -> float:
-    """Linear warm-up over the first percent_epochs of epochs (per step), then per-epoch cosine decay.
+def lr_at(step: int, epoch: int, *, learning_rate: float, learning_rate_min: float, epochs: int,
+          percent_epochs: float, steps_per_epoch: int, warmup_steps: int = 0) -> float:
+    """Linear warm-up (per step), then per-epoch cosine decay.
 
-    Mirrors NVAE's train.py: warm-up iterations = steps/epoch * warm-up epochs; after it,
-    CosineAnnealingLR with T_max = epochs - warmup_epochs - 1 stepped once per epoch.
+    Mirrors NVAE's train.py: warm-up iterations = steps/epoch * warm-up epochs (floor(epochs * percent_epochs /
+    100)); after it, CosineAnnealingLR with T_max = epochs - warmup_epochs - 1 stepped once per epoch. With
+    ``warmup_steps`` > 0 the warm-up lasts that many steps and the cosine decay starts at the epoch they end in.
     """
-    warmup_epochs = math.floor(args.epochs * args.percent_epochs / 100.0)
-    warmup_iters = steps_per_epoch * warmup_epochs
+    if warmup_steps > 0:
+        warmup_iters = warmup_steps
+        warmup_epochs = min(warmup_steps // max(steps_per_epoch, 1), epochs)
+    else:
+        warmup_epochs = math.floor(epochs * percent_epochs / 100.0)
+        warmup_iters = steps_per_epoch * warmup_epochs
     if step < warmup_iters:
-        return args.learning_rate * step / warmup_iters
-    t_max = max(args.epochs - warmup_epochs - 1, 1)
+        return learning_rate * step / warmup_iters
+    t_max = max(epochs - warmup_epochs - 1, 1)
     e = min(max(epoch - warmup_epochs, 0), t_max)
-    return args.learning_rate_min + (args.learning_rate - args.learning_rate_min) * (1 + math.cos(math.pi * e / t_max)) / 2
+    return learning_rate_min + (learning_rate - learning_rate_min) * (1 + math.cos(math.pi * e / t_max)) / 2
+
+
+def kl_schedule(total_steps: int, *, anneal_portion: float, const_portion: float, anneal_steps: int = 0,
+                const_steps: int = 0) -> tuple[float, float]:
+    """(warm-up steps, constant steps) of the KL coefficient: the given step counts, else portions of the run."""
+    anneal = anneal_steps if anneal_steps > 0 else anneal_portion * total_steps
+    const = const_steps if const_steps > 0 else const_portion * total_steps
+    return float(anneal), float(const)
+
+
+#: Optimisers of ``--optimizer``: NVAE's Adamax (eps 1e-3, the authors' too) or Adam.
+OPTIMIZERS = ("adamax", "adam")
+
+
+def build_optimizer(params, name: str, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The ``--optimizer`` over params (foreach: one multi-tensor kernel per update op, ~2,000 tensors in `paper`)."""
+    if name == "adamax":
+        return torch.optim.Adamax(params, learning_rate, weight_decay=weight_decay, eps=1e-3, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(params, learning_rate, weight_decay=weight_decay, foreach=True)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 def _autocast(device: torch.device, amp: str):
@@ -402,9 +443,7 @@ def main(args: argparse.Namespace) -> int:
         else:  # torch's SyncBatchNorm runs only on GPUs
             logger.warning("--sync_bn ignored on CPU: SyncBatchNorm needs CUDA")
     core = model
-    # foreach: one multi-tensor kernel per update op instead of one per parameter (~2,000 tensors in `paper`).
-    opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3,
-                             foreach=True)
+    opt = build_optimizer(model.parameters(), args.optimizer, args.learning_rate, args.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and args.amp == "fp16"))
     start_epoch, start_batch, step = 0, 0, 0
     if resume is not None:
@@ -445,6 +484,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {len(train_ds)} training ECGs give fewer than --grad_accum_steps {accum} "
                          f"batches of --batch_size {args.batch_size}")
     total_steps = steps_per_epoch * args.epochs
+    kl_anneal, kl_const = kl_schedule(total_steps, anneal_portion=args.kl_anneal_portion,
+                                      const_portion=args.kl_const_portion, anneal_steps=args.kl_anneal_steps,
+                                      const_steps=args.kl_const_steps)
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, core.groups_per_scale, fun="square").to(device)
 
     writer = EmptyWriter()
@@ -482,7 +524,8 @@ def main(args: argparse.Namespace) -> int:
             return
         ckpt = {"kind": "cnvae", "model": core.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
-                              "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min},
+                              "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min,
+                              "warmup_steps": args.warmup_steps, "optimizer": args.optimizer},
                 "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
                 "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
@@ -507,11 +550,12 @@ def main(args: argparse.Namespace) -> int:
         for _ in range(skip, steps_per_epoch):
             if args.max_steps and step >= args.max_steps:
                 break
-            lr = lr_at(step, epoch, args, steps_per_epoch)
+            lr = lr_at(step, epoch, learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
+                       epochs=args.epochs, percent_epochs=args.percent_epochs, steps_per_epoch=steps_per_epoch,
+                       warmup_steps=args.warmup_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            kl_w = kl_coeff(step, args.kl_anneal_portion * total_steps, args.kl_const_portion * total_steps,
-                            args.kl_const_coeff)
+            kl_w = kl_coeff(step, kl_anneal, kl_const, args.kl_const_coeff)
             if args.weight_decay_norm_anneal:
                 wdn = math.exp((1 - kl_w) * math.log(args.weight_decay_norm_init) + kl_w * math.log(args.weight_decay_norm))
             else:
