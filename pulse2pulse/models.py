@@ -7,7 +7,7 @@ repository vlbthambawita/Pulse2Pulse, ``models/wavegan_star.py`` and
 the code here is a re-implementation, not a copy. Both generators emit the 8
 independent leads x 5000 samples; their tanh output is mapped from [-1, 1] to the
 [0, 1] space of ``nvae_ecg.data.datasets.GeneratorDataset`` (the fork fed the raw
-tanh output to the discriminator next to [0, 1] data; see the README).
+tanh output to the discriminator next to [0, 1] data; see pulse2pulse/README.md).
 
 - ``WaveGANStarGenerator``: noise z ~ U[-1, 1]^latent_dim plus the sum of the
   learned per-class vectors of the active classes -> Linear -> (5d, 2) -> six
