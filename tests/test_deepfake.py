@@ -117,7 +117,7 @@ def test_init_from_deepfake_starts_pulse2pulse_from_their_weights(prepared_ptbxl
 
 
 def test_quality_report_takes_the_unconditional_set(prepared_ptbxl, tmp_path):
-    from train_test import evaluate_quality as E
+    from train_test import quality as E
     from train_test.surrogate import write_surrogate
 
     D.write_set(tmp_path / "gen" / "deepfake", 8, seed=0)

@@ -293,7 +293,7 @@ def test_nearest_distances_match_brute_force():
 
 
 def test_sample_rows_caps_every_class():
-    from train_test.evaluate_quality import sample_rows
+    from train_test.quality import sample_rows
 
     y = np.zeros((100, 9), dtype=np.uint8)
     y[:60, 0] = 1
@@ -310,7 +310,7 @@ def quality_run(prepared_ptbxl, tmp_path_factory):
 
     The demo test split has 4 ECGs, so k = 1 keeps precision/recall defined for its larger classes.
     """
-    from train_test import evaluate_quality as E
+    from train_test import quality as E
     from train_test.surrogate import write_surrogate
 
     root = tmp_path_factory.mktemp("quality")
@@ -348,7 +348,7 @@ def test_cli_writes_json_markdown_and_figures(quality_run):
 
 
 def test_cli_reuses_the_classifier_and_the_report_includes_the_quality_section(quality_run, tmp_path):
-    from train_test import evaluate_quality as E
+    from train_test import quality as E
     from train_test.report import build_report
 
     root, argv, _ = quality_run
@@ -368,7 +368,7 @@ def test_cli_reuses_the_classifier_and_the_report_includes_the_quality_section(q
 
 
 def test_bad_inputs_fail_with_clear_messages(quality_run, tmp_path):
-    from train_test import evaluate_quality as E
+    from train_test import quality as E
 
     root, argv, _ = quality_run
     bogus = tmp_path / "bogus.pt"
@@ -383,7 +383,7 @@ def test_bad_inputs_fail_with_clear_messages(quality_run, tmp_path):
 
 def test_generated_nan_is_refused_naming_the_file_and_the_count(prepared_ptbxl, tmp_path):
     """NaN in generated signals used to pass the report silently (exit 0: physiology NaN = unmeasurable)."""
-    from train_test import evaluate_quality as E
+    from train_test import quality as E
     from train_test.surrogate import write_surrogate
 
     gen = tmp_path / "gen" / "noisy_addition"
@@ -401,3 +401,19 @@ def test_generated_nan_is_refused_naming_the_file_and_the_count(prepared_ptbxl, 
     with pytest.raises(ValueError, match=rf"signals\.npy: 3 of {n} generated ECGs contain NaN or inf \(rows 1, 4, 5\)"):
         E.main(E.parse_args(argv))
     assert not (tmp_path / "q" / "quality.json").exists()
+
+
+def test_evaluate_quality_command_line_name_runs_the_package():
+    """``python -m train_test.evaluate_quality`` (scripts, README, users' command lines) is the package's CLI."""
+    import subprocess
+    import sys
+
+    from train_test import evaluate_quality as E
+    from train_test import quality
+
+    assert E.main is quality.main and E.parse_args is quality.parse_args and E.evaluate is quality.evaluate
+    assert E.quality_markdown is quality.quality_markdown and E.sample_rows is quality.sample_rows
+    res = subprocess.run([sys.executable, "-m", "train_test.evaluate_quality", "--help"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: python -m train_test.evaluate_quality") and "--generated_root" in res.stdout

@@ -4,8 +4,9 @@
 fastai), ``classifier`` (training loop and model selection), ``metrics`` (AUROC,
 bootstrap), ``data`` (real splits + generated sets), ``enrich_train`` and
 ``enrich_pretrain`` (the two experiments), ``report`` (tables and figures),
-``results`` (resumable results files) and ``surrogate`` (stand-in generated sets
-for smoke runs).
+``results`` (resumable results files), ``surrogate`` (stand-in generated sets
+for smoke runs) and the ``quality`` package (the synthetic-ECG quality report,
+run as ``python -m train_test.evaluate_quality``).
 
 Example::
 

@@ -20,7 +20,7 @@ writes into ``RESULTS_DIR/report`` (or ``--out_dir``):
   generated ECGs per class, nearest real neighbours (paper Fig. 4/5), the median
   lead-I heartbeat (paper Fig. 6) and heart-rate distributions per class. With
   ``--prepared_dir`` the benchmark results are optional. The synthetic-ECG quality
-  tables and figures of :mod:`train_test.evaluate_quality` are appended when a
+  tables and figures of :mod:`train_test.quality` are appended when a
   ``quality.json`` lies in RESULTS_DIR, one of its subfolders, or ``--quality_dir``.
 
 Example::
@@ -331,7 +331,7 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
 
     With ``prepared_dir`` the ECG figures of :mod:`train_test.figures` join report.md (real training split of
     ``dataset`` vs. the generated sets) and the benchmark results become optional. The quality report of
-    :mod:`train_test.evaluate_quality` joins report.md when ``quality_dir`` (or RESULTS_DIR, or one of its
+    :mod:`train_test.quality` joins report.md when ``quality_dir`` (or RESULTS_DIR, or one of its
     subfolders) holds a quality.json.
     """
     try:
@@ -380,8 +380,8 @@ def build_report(results_dir, out_dir=None, prepared_dir=None, generated=(), gen
         full.append(fig["markdown"])
     quality = find_quality(results_dir, quality_dir)
     if quality is not None:
-        # Lazy import: the quality module pulls in the classifier stack, which a plain report does not need.
-        from train_test.evaluate_quality import quality_markdown
+        # Lazy import: a report without a quality section does not need the quality package.
+        from train_test.quality.markdown import quality_markdown
 
         rel = Path(os.path.relpath(quality.parent, out)).as_posix()
         full.append(quality_markdown(json.loads(quality.read_text()), "" if rel == "." else rel + "/", level=2))
@@ -430,7 +430,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("results_dir", help="folder holding enrich_train.json / enrich_pretrain.json (or one level below)")
     p.add_argument("--out_dir", default=None, help="where to write the report (default: RESULTS_DIR/report)")
     p.add_argument("--quality_dir", default=None,
-                   help="folder of a train_test.evaluate_quality report to include (default: a quality.json found "
+                   help="folder of a train_test.quality report to include (default: a quality.json found "
                         "in RESULTS_DIR or one of its subfolders)")
     add_figure_flags(p)
     return p.parse_args(argv)
