@@ -1,34 +1,39 @@
 """Training and sampling throughput of every generator and of the downstream classifier, fast path vs float64.
 
-Builds a named configuration on synthetic input (uniform noise of the real shape, one-hot
+The harness builds a named configuration on synthetic input (uniform noise of the real shape, one-hot
 labels cycling through the classes), runs ``--warmup`` untimed and ``--steps`` timed training
-steps exactly as the trainers do them (the cNVAE-ECG step is ``nvae_ecg.train``'s
-``compute_loss`` + ``apply_gradients``; the GAN step is ``pulse2pulse.train``'s critic update
-with gradient penalty plus a generator update every ``--n_critic`` steps; the classifier step is
-``train_test.classifier``'s BCE step), then ``--split_steps`` more with a device synchronisation
+steps exactly as the trainers do them, then ``--split_steps`` more with a device synchronisation
 between forward, backward and optimiser (so the split costs nothing in the throughput figure),
 then ``--sample_batches`` sampling batches; step times are medians over the timed steps. The
 modes run side by side, each in a fresh process so that peak memory is its own: the *fast* path
 (float32 on CPU; float32 weights with bf16 autocast on CUDA; optional ``torch.compile``),
 *float64* (this code with float64 weights and inputs: the effect of precision alone) and, for
-cNVAE-ECG, *original* (float64 and the authors' operator structure: per-layer weight
-normalisation, plain BatchNorm + ELU, their mixture likelihood with its host-synchronising range
-check, per-parameter Adamax), which is how the original code runs and the reference of the speed
-targets. ``--repeats N`` runs the modes N times, interleaved, and reports each mode's median
-run and the per-repeat ratios (neighbouring runs share the machine's state, which on a shared VM
-drifts by tens of percent over minutes). One table is printed with the fast/float64 and
+cNVAE-ECG, *original* (float64 and the authors' operator structure of ``nvae_ecg.reference_ops``:
+per-layer weight normalisation, plain BatchNorm + ELU, their mixture likelihood with its
+host-synchronising range check, per-parameter Adamax), which is how the original code runs and the
+reference of the speed targets. ``--repeats N`` runs the modes N times, interleaved, and reports each
+mode's median run and the per-repeat ratios (neighbouring runs share the machine's state, which on a
+shared VM drifts by tens of percent over minutes). One table is printed with the fast/float64 and
 fast/original ratios; ``--json`` writes the figures with machine details.
+
+What is timed is a :class:`Benchmark`: a name, a workload factory and its modes. This module holds the
+harness and the core's own, ``cnvae`` (``nvae_ecg.train``'s ``compute_loss`` + ``apply_gradients``).
+The packages above the core bring theirs (``pulse2pulse.bench``: the WGAN-GP step of ``pulse2pulse.train``;
+``train_test.bench``: the XResNet1d101 BCE step of ``train_test.classifier``) and declare them under the
+entry-point group ``cnvae_ecg.bench`` (pyproject.toml), through which ``--model`` finds them here without
+the core importing the packages above it; ``python -m pulse2pulse.bench`` / ``python -m train_test.bench``
+run the same harness on their own workloads without the entry points (a checkout that is not installed).
 
 Example::
 
     python -m nvae_ecg.bench --model cnvae --config small --batch_size 8 --steps 5 --json bench_small.json
     python -m nvae_ecg.bench --model cnvae --config small --batch_size 8 --steps 12 --repeats 3 --no-count_ops
+    python -m nvae_ecg.bench --model wavegan_star --config small --batch_size 8   # = python -m pulse2pulse.bench
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -39,9 +44,10 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -52,9 +58,10 @@ from nvae_ecg.io import atomic_write_json
 from nvae_ecg.utils import keep_freed_cpu_memory
 from nvae_ecg.train import COMPILE_CHOICES
 
-MODELS = ("cnvae", "wavegan_star", "pulse2pulse", "xresnet1d101")
+#: Where installed packages declare their benchmarks (``module:BENCHMARKS``, a sequence of :class:`Benchmark`).
+ENTRY_POINT_GROUP = "cnvae_ecg.bench"
 #: fast: float32 (+ bf16 autocast on CUDA); float64: this code in float64; original (cnvae only): float64 with
-#: the authors' operator structure too (``use_authors_structure``): how the original code runs.
+#: the authors' operator structure too (``nvae_ecg.reference_ops``): how the original code runs.
 MODES = ("fast", "float64", "original")
 
 
@@ -69,6 +76,21 @@ class Workload:
     optimize: Optional[Callable[[], None]] = None
     sample: Optional[Callable[[], torch.Tensor]] = None
     notes: list = field(default_factory=list)
+    compile: str = "none"                          # torch.compile mode in effect (reported as is)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A model the harness can time: ``build(args, device, dtype, mode)`` returns its :class:`Workload`.
+
+    ``modes`` are the modes it runs (the default of ``--modes``); ``add_arguments(parser)`` adds its own flags
+    (added once per distinct function, so that models sharing flags share the function).
+    """
+
+    name: str
+    build: Callable[[argparse.Namespace, torch.device, torch.dtype, str], Workload]
+    modes: tuple[str, ...] = ("fast", "float64")
+    add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
 @dataclass
@@ -94,105 +116,31 @@ class ModeResult:
     notes: list
 
 
-def _labels(b: int, k: int, device, dtype) -> torch.Tensor:
+def labels(b: int, k: int, device, dtype) -> torch.Tensor:
+    """One-hot labels (b, k) cycling through the k classes."""
     y = torch.zeros(b, k, device=device, dtype=dtype)
     y[torch.arange(b), torch.arange(b) % k] = 1.0
     return y
 
 
-def _amp(device: torch.device, fast: bool):
+def autocast_for(device: torch.device, fast: bool):
     """bf16 autocast on CUDA for the fast path; nothing on CPU (CPU bf16 autocast is slower there)."""
     if fast and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
-class AuthorsMixture8:
-    """The 8-lead mixture likelihood computed the way the authors' ``DiscMixLogistic`` port computes it (for timing).
-
-    Same distribution as ``nvae_ecg.distributions.DiscMixLogistic8`` (our corrected edge thresholds), but with the
-    authors' operator structure: a range check that reads two reductions back to the host, the lead coupling
-    unrolled as one multiply-add per coefficient followed by a concatenation, and PixelCNN++'s difference of two
-    sigmoids with a mid-point-density fallback selected by ``torch.where`` (NVAE distributions.py
-    DiscMixLogistic.log_prob). It exists so that the benchmark's ``original`` mode costs what the original costs;
-    ``tests/test_bench.py`` checks that it computes the same log-likelihood.
-    """
-
-    def __init__(self, param: torch.Tensor, num_mix: int, num_bits: int = 8) -> None:
-        from nvae_ecg.distributions import DiscMixLogistic8
-
-        self._ours = DiscMixLogistic8(param, num_mix, num_bits)  # parameter split, clamp and tanh are the same
-        self.max_val = self._ours.max_val
-
-    def sample(self, *args, **kwargs) -> torch.Tensor:
-        """Sampling is not what this class reproduces: DiscMixLogistic8's sampler."""
-        return self._ours.sample(*args, **kwargs)
-
-    def mean(self) -> torch.Tensor:
-        """DiscMixLogistic8's mixture mean."""
-        return self._ours.mean()
-
-    def log_prob(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
-        """Joint log-likelihood (B, L) of x (B, 8, L) in [0, 1]; always range-checked (the authors' assert)."""
-        import torch.nn.functional as F
-
-        from nvae_ecg.distributions import COUPLING_PAIRS, NUM_LEADS
-
-        del validate  # the authors' code asserted the range on every call
-        if not (float(x.max()) <= 1.0 and float(x.min()) >= 0.0):
-            raise ValueError("log_prob expects ECGs scaled to [0, 1]")
-        d = self._ours
-        xs = (2.0 * x.to(d.means.dtype) - 1.0).unsqueeze(2).expand(-1, -1, d.num_mix, -1)   # B, 8, M, L
-        rows = [d.means[:, i] for i in range(NUM_LEADS)]
-        for k, (r, c) in enumerate(COUPLING_PAIRS):
-            rows[r] = rows[r] + d.coeffs[:, k] * xs[:, c]
-        centered = xs - torch.cat([m.unsqueeze(1) for m in rows], dim=1)
-        inv_s = torch.exp(-d.log_scales)
-        plus_in = inv_s * (centered + 1.0 / self.max_val)
-        min_in = inv_s * (centered - 1.0 / self.max_val)
-        cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-        log_cdf_plus = plus_in - F.softplus(plus_in)
-        log_one_minus_cdf_min = -F.softplus(min_in)
-        mid_in = inv_s * centered
-        log_pdf_mid = mid_in - d.log_scales - 2.0 * F.softplus(mid_in)
-        log_mid = torch.where(cdf_delta > 1e-5, torch.log(torch.clamp(cdf_delta, min=1e-10)),
-                              log_pdf_mid - math.log(self.max_val / 2))
-        half_bin = 1.0 / self.max_val
-        log_probs = torch.where(xs < -1.0 + half_bin, log_cdf_plus,
-                                torch.where(xs > 1.0 - half_bin, log_one_minus_cdf_min, log_mid))
-        log_probs = log_probs.sum(dim=1) + F.log_softmax(d.logit_probs, dim=1)
-        return torch.logsumexp(log_probs, dim=1)
-
-
-def use_authors_structure(model) -> list[str]:
-    """Switch a cNVAE-ECG to the authors' operator structure (same model, same numbers up to rounding).
-
-    Every convolution normalises its own weight on every call (``batch_weight_norm`` off), every residual cell
-    runs plain ``nn.BatchNorm`` followed by ``F.elu``/``F.silu`` (no fused BatchNorm-activation), and the decoder
-    likelihood is :class:`AuthorsMixture8`. The per-parameter Adamax is the caller's (``foreach=False``).
-    """
-    from nvae_ecg.neural_operations import ELU, BNActConv
-
-    model.batch_weight_norm = False
-    for m in model.modules():
-        if isinstance(m, BNActConv):
-            m.fused = False
-            if isinstance(m.act, ELU):
-                m.act = torch.nn.ELU()
-    cfg = model.cfg
-    if cfg.representation == "signal":
-        model.decoder_output = lambda logits: AuthorsMixture8(logits, cfg.num_mixture_dec, cfg.num_x_bits)
-    return ["original: per-layer weight normalisation, nn.BatchNorm + F.elu, the authors' mixture likelihood "
-            "with its range check, per-parameter Adamax"]
-
-
-def cnvae_workload(args, device: torch.device, dtype: torch.dtype, fast: bool, original: bool = False) -> Workload:
+def cnvae_workload(args, device: torch.device, dtype: torch.dtype, mode: str) -> Workload:
     """cNVAE-ECG training step (loss of nvae_ecg.train with every regulariser the flags switch on) and sampler."""
     from nvae_ecg.config import get_config
     from nvae_ecg.model import AutoEncoder, count_parameters
     from nvae_ecg.objectives import kl_balancer_coeff
+    from nvae_ecg.reference_ops import use_authors_structure
     from nvae_ecg.train import apply_gradients, compile_model, compute_loss
 
+    fast, original = mode == "fast", mode == "original"
+    if device.type == "cpu" and not original:
+        keep_freed_cpu_memory()  # as nvae_ecg.train does; the authors' code did not
     overrides = {"length": args.length} if args.length else {}
     cfg = get_config(args.config, **overrides)
     model = AutoEncoder(cfg).to(device=device, dtype=dtype)
@@ -204,11 +152,11 @@ def cnvae_workload(args, device: torch.device, dtype: torch.dtype, fast: bool, o
     opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3, foreach=not original)
     b = args.batch_size
     x = torch.rand(b, cfg.num_input_channels, cfg.length, device=device, dtype=dtype)
-    y = _labels(b, cfg.num_classes, device, dtype)
+    y = labels(b, cfg.num_classes, device, dtype)
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, model.groups_per_scale, fun="square").to(device)
     # kl_w < 1 keeps the KL-balancing branch live, as during the first 30 % of training.
     loss_args = SimpleNamespace(kl_balance=args.kl_balance, spectral_regularization=args.spectral_regularization)
-    amp = _amp(device, fast)
+    amp = autocast_for(device, fast)
 
     def forward() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -225,68 +173,56 @@ def cnvae_workload(args, device: torch.device, dtype: torch.dtype, fast: bool, o
         return out
 
     return Workload(b, count_parameters(model), forward, lambda loss: loss.backward(),
-                    lambda: apply_gradients(model, opt, None, 0.0), sample, notes)
+                    lambda: apply_gradients(model, opt, None, 0.0), sample, notes,
+                    compile=args.compile if fast else "none")
 
 
-def gan_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> Workload:
-    """WGAN-GP step of pulse2pulse.train (critic + generator every n_critic steps) and the generator's sampler."""
-    from pulse2pulse.config import get_config
-    from pulse2pulse.models import build_discriminator, build_generator, count_parameters
-    from pulse2pulse.wgan import train_step
-
-    cfg = get_config(args.config, model=args.model)
-    g = build_generator(cfg).to(device=device, dtype=dtype)
-    d = build_discriminator(cfg).to(device=device, dtype=dtype)
-    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if fast and device.type == "cuda" else None
-    b = args.batch_size
-    x = torch.rand(b, cfg.num_channels, cfg.length, device=device, dtype=dtype)
-    y = _labels(b, cfg.num_classes, device, dtype)
-    y_d = y if cfg.cond_discriminator != "none" else None
-    count = [0]
-
-    def step() -> torch.Tensor:
-        count[0] += 1
-        parts, _ = train_step(g, d, opt_g, opt_d, x, y, y_d, 10.0, amp, count[0] % args.n_critic == 0)
-        return parts["loss"]
-
-    @torch.no_grad()
-    def sample() -> torch.Tensor:
-        with amp if amp is not None else nullcontext():
-            return g(g.noise(b, device=device).to(dtype), y)
-
-    n = count_parameters(g) + count_parameters(d)
-    return Workload(b, n, step, None, None, sample,
-                    [f"one step = critic update + generator update every {args.n_critic} steps"])
+def cnvae_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of the cNVAE-ECG workload."""
+    p.add_argument("--compile", default="none", choices=COMPILE_CHOICES,
+                   help="torch.compile in the fast path (cnvae): every residual cell on its own, or none")
+    p.add_argument("--kl_balance", action="store_true", help="include NVAE's KL balancing in the loss")
+    p.add_argument("--spectral_regularization", action="store_true",
+                   help="include NVAE's spectral regulariser (off by default, as in nvae_ecg.train and the authors' code)")
 
 
-def xresnet_workload(args, device: torch.device, dtype: torch.dtype, fast: bool) -> Workload:
-    """XResNet1d101 BCE training step of train_test.classifier (AdamW) on 12-lead input; no sampler."""
-    from train_test.xresnet1d import build_model, count_parameters
-
-    arch = args.config if args.config != "paper" else "xresnet1d101"
-    model = build_model(arch, n_in=12, n_out=9).to(device=device, dtype=dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
-    b = args.batch_size
-    length = args.length or 5000
-    x = torch.randn(b, 12, length, device=device, dtype=dtype)
-    y = _labels(b, 9, device, dtype)
-    amp = _amp(device, fast)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    def forward() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            logits = model(x)
-        return loss_fn(logits.to(dtype), y)
-
-    return Workload(b, count_parameters(model), forward, lambda loss: loss.backward(), opt.step, None,
-                    [f"arch {arch}"])
+#: The core's own benchmarks; the packages above declare theirs under ENTRY_POINT_GROUP.
+BENCHMARKS = (Benchmark("cnvae", cnvae_workload, MODES, cnvae_arguments),)
 
 
-WORKLOADS: dict[str, Callable] = {"cnvae": cnvae_workload, "wavegan_star": gan_workload,
-                                  "pulse2pulse": gan_workload, "xresnet1d101": xresnet_workload}
+def declared_entry_points() -> list[EntryPoint]:
+    """The ENTRY_POINT_GROUP entry points of every distribution on sys.path.
+
+    Read from all of them, not only the first of each name as ``importlib.metadata.entry_points`` does: a stale
+    ``cnvae_ecg.egg-info`` in the working directory (an old build) would otherwise hide the installed ones.
+    """
+    found: dict[tuple[str, str], EntryPoint] = {}
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found.setdefault((ep.name, ep.value), ep)
+    return list(found.values())
+
+
+def discover(benchmarks: Optional[Iterable[Benchmark]] = None) -> tuple[dict[str, Benchmark], dict[str, str]]:
+    """The benchmarks by name, and the entry points that failed to load (name -> error).
+
+    ``benchmarks`` given: exactly those (a package's own CLI). Otherwise the core's :data:`BENCHMARKS` followed by
+    those the installed packages declare under :data:`ENTRY_POINT_GROUP`, in entry-point name order.
+    """
+    if benchmarks is not None:
+        return {b.name: b for b in benchmarks}, {}
+    found = {b.name: b for b in BENCHMARKS}
+    failed: dict[str, str] = {}
+    for ep in sorted(declared_entry_points(), key=lambda e: e.name):
+        try:
+            provided = ep.load()
+        except Exception as e:  # a package whose optional dependencies are missing: its models are unavailable
+            failed[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+            continue
+        for b in provided:
+            found.setdefault(b.name, b)
+    return found, failed
 
 
 class OpCounter(TorchDispatchMode):
@@ -331,22 +267,21 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return rss / (2**30 if sys.platform == "darwin" else 2**20), "process peak RSS"
 
 
-def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
-    """Time one precision mode in this process."""
+def run_mode(args: argparse.Namespace, mode: str, benchmark: Optional[Benchmark] = None) -> ModeResult:
+    """Time one precision mode in this process (``benchmark``: the one of ``args.model`` by default)."""
+    if benchmark is None:
+        benchmark = discover()[0][args.model]
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     fast = mode == "fast"
     dtype = torch.float32 if fast else torch.float64
-    if device.type == "cpu" and args.model == "cnvae" and mode != "original":
-        keep_freed_cpu_memory()  # as nvae_ecg.train does; the authors' code did not
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = fast
         torch.backends.cudnn.allow_tf32 = fast
-    w = (cnvae_workload(args, device, dtype, fast, original=True) if mode == "original"
-         else WORKLOADS[args.model](args, device, dtype, fast))
+    w = benchmark.build(args, device, dtype, mode)
 
     def step() -> None:
         loss = w.forward()
@@ -405,7 +340,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
     mem, kind = _peak_memory(device)
     return ModeResult(mode=mode, dtype=str(dtype).replace("torch.", ""),
                       autocast="bf16" if fast and device.type == "cuda" else "none",
-                      compile=args.compile if fast and args.model == "cnvae" else "none",
+                      compile=w.compile,
                       train_ecg_per_s=w.batch / step_s, step_ms=1000 * step_s,
                       step_ms_mean=1000 * statistics.fmean(times), forward_ms=phases[0],
                       backward_ms=phases[1], optimizer_ms=phases[2], sample_ecg_per_s=sample_rate,
@@ -413,18 +348,18 @@ def run_mode(args: argparse.Namespace, mode: str) -> ModeResult:
                       gflop_per_ecg=gflop, notes=w.notes)
 
 
-def _child(args: argparse.Namespace, mode: str, queue) -> None:
+def _child(args: argparse.Namespace, mode: str, benchmark: Optional[Benchmark], queue) -> None:
     try:
-        queue.put(("ok", asdict(run_mode(args, mode))))
+        queue.put(("ok", asdict(run_mode(args, mode, benchmark))))
     except BaseException as e:  # report to the parent instead of dying silently
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
 
-def run_isolated(args: argparse.Namespace, mode: str) -> dict:
+def run_isolated(args: argparse.Namespace, mode: str, benchmark: Optional[Benchmark] = None) -> dict:
     """Run one mode in a fresh (spawned) process, so its peak memory and warm-up are its own."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(args, mode, queue))
+    proc = ctx.Process(target=_child, args=(args, mode, benchmark, queue))
     proc.start()
     while True:
         try:
@@ -521,11 +456,14 @@ def format_repeats(runs: dict[str, list[dict]], errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line flags."""
+def parse_args(argv=None, benchmarks: Optional[Iterable[Benchmark]] = None) -> argparse.Namespace:
+    """Command-line flags: the harness's plus those of every benchmark (see :func:`discover` for ``benchmarks``)."""
+    found, failed = discover(benchmarks)
+    names = list(found)
     p = argparse.ArgumentParser(description="Training/sampling throughput, fast path vs float64 eager.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="cnvae", choices=MODELS, help="what to benchmark")
+    p.add_argument("--model", default=names[0], metavar="MODEL",
+                   help="what to benchmark: " + ", ".join(names))
     p.add_argument("--config", default="paper",
                    help="named configuration of that model (cnvae: nvae_ecg.config; GANs: pulse2pulse.config; "
                         "xresnet1d101: train_test.archs name, 'paper' = xresnet1d101)")
@@ -543,12 +481,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="modes to run: fast, float64 (this code in float64), original (cnvae only: float64 and "
                         "the authors' operator structure; the reference of the speed targets); default: all "
                         "three for cnvae, fast and float64 for the other models")
-    p.add_argument("--compile", default="none", choices=COMPILE_CHOICES,
-                   help="torch.compile in the fast path (cnvae): every residual cell on its own, or none")
-    p.add_argument("--kl_balance", action="store_true", help="include NVAE's KL balancing in the loss")
-    p.add_argument("--spectral_regularization", action="store_true",
-                   help="include NVAE's spectral regulariser (off by default, as in nvae_ecg.train and the authors' code)")
-    p.add_argument("--n_critic", type=int, default=5, help="GANs: critic steps per generator step")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -564,21 +496,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers for the data measurement")
     p.add_argument("--data_ecgs", type=int, default=2000, help="ECGs to read for the data measurement")
     p.add_argument("--json", default=None, help="write the figures and machine details to this JSON file")
+    added = []
+    for b in found.values():
+        if b.add_arguments is not None and b.add_arguments not in added:
+            b.add_arguments(p)
+            added.append(b.add_arguments)
     args = p.parse_args(argv)
+    if args.model not in found:
+        msg = (f"--model {args.model!r} is not a registered benchmark (registered: {', '.join(names)}); the "
+               f"packages above the core register theirs under the entry-point group {ENTRY_POINT_GROUP!r} when "
+               "installed (pip install -e .), or run their own module (python -m <package>.bench)")
+        if failed:
+            msg += "; failed to load: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+        p.error(msg)
     for name in ("batch_size", "steps", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    modes = found[args.model].modes
     if args.modes is None:
-        args.modes = list(MODES) if args.model == "cnvae" else ["fast", "float64"]
-    if "original" in args.modes and args.model != "cnvae":
-        p.error("--modes original reproduces the authors' cNVAE-ECG code structure; it exists for --model cnvae only")
+        args.modes = list(modes)
+    for mode in args.modes:
+        if mode not in modes:
+            p.error(f"--modes {mode}: --model {args.model} runs {', '.join(modes)} only"
+                    + (" ('original' reproduces the authors' cNVAE-ECG code structure)" if mode == "original" else ""))
     return args
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace, benchmarks: Optional[Iterable[Benchmark]] = None) -> dict:
     """Run the benchmark, print the table, optionally write JSON; returns the figures."""
     from nvae_ecg.generation import resolve_device
 
+    benchmark = discover(benchmarks)[0][args.model]
     device = resolve_device(args.device)
     args.device = device.type
     data_ds = None
@@ -595,10 +543,10 @@ def main(args: argparse.Namespace) -> dict:
             tag = f" (run {rep + 1}/{args.repeats})" if args.repeats > 1 else ""
             print(f"[bench] {args.model}/{args.config} {mode}{tag} ...", file=sys.stderr, flush=True)
             if args.no_isolate:
-                runs[mode].append(asdict(run_mode(args, mode)))
+                runs[mode].append(asdict(run_mode(args, mode, benchmark)))
                 continue
             try:
-                runs[mode].append(run_isolated(args, mode))
+                runs[mode].append(run_isolated(args, mode, benchmark))
             except RuntimeError as e:  # keep the modes that did finish (a float64 run may not fit in memory)
                 errors[mode] = str(e)
                 print(f"[bench] {e}", file=sys.stderr, flush=True)
@@ -626,5 +574,13 @@ def main(args: argparse.Namespace) -> dict:
     return out
 
 
+def cli(benchmarks: Optional[Iterable[Benchmark]] = None, argv=None) -> int:
+    """The command line: exit status 1 when a mode failed."""
+    benchmarks = None if benchmarks is None else tuple(benchmarks)
+    return 1 if main(parse_args(argv, benchmarks), benchmarks)["errors"] else 0
+
+
 if __name__ == "__main__":
-    sys.exit(1 if main(parse_args())["errors"] else 0)
+    from nvae_ecg.bench import cli as _cli  # the module under its own name, so that spawned modes unpickle it
+
+    sys.exit(_cli())

@@ -39,11 +39,11 @@ from nvae_ecg.classes import CLASS_ABBREVS, resolve_classes
 from nvae_ecg.data.datasets import SPLITS, GeneratorDataset
 from nvae_ecg.distributions import LOG_SCALE_MIN, DiscMixLogistic8
 from nvae_ecg.generate import batchnorm_state, load_batchnorm_state, load_model
-from nvae_ecg.generation import resolve_device
 from nvae_ecg.io import atomic_write_json
 from nvae_ecg.leads import LEADS8
 from nvae_ecg.model import AutoEncoder, VAEOutput
 from nvae_ecg.objectives import num_active_units, reconstruction_loss
+from nvae_ecg.run import resolve_device
 
 #: Quantiles of the logistic scales reported (and printed: the inner five).
 SCALE_QUANTILES = (0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0)

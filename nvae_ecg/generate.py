@@ -44,10 +44,9 @@ from tqdm import tqdm
 from nvae_ecg.classes import NUM_CLASSES, resolve_classes
 from nvae_ecg.config import ModelConfig
 from nvae_ecg.counts import PlanItem, plan_to_labels
-from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, resolve_device,
-                                 write_generated)
+from nvae_ecg.generation import add_common_args, bounds_from_checkpoint, build_plan, write_generated
 from nvae_ecg.model import AutoEncoder
-from nvae_ecg.utils import load_checkpoint, load_plain
+from nvae_ecg.run import load_checkpoint, load_plain, resolve_device
 
 #: Generator name written to meta.json per model representation (the benchmarks group generated sets by it).
 GENERATOR_NAMES = {"signal": "cnvae", "stft": "nvae2d"}

@@ -32,6 +32,7 @@ from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.run import resolve_device  # noqa: F401  (re-exported: nvae_ecg.bench imports it from here)
 from nvae_ecg.samples import SampleWriter
 
 #: sample_fn(y, t) -> (B, 8, L) tensor in [0, 1] for a (B, K) float label tensor over the model's classes.
@@ -62,15 +63,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--format", default="npy", choices=("npy", "wfdb"),
                    help="npy: the repository's generated-sample format; wfdb: Challenge-style .hea/.mat records")
-
-
-def resolve_device(flag: str) -> torch.device:
-    """'auto' -> CUDA when visible, else CPU; 'cuda' without a GPU is an error."""
-    if flag == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was requested but no CUDA device is visible")
-    if flag == "cuda" or (flag == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def build_plan(args: argparse.Namespace, ckpt: dict, class_cols: Sequence[int]) -> list[PlanItem]:

@@ -42,12 +42,12 @@ inverse STFT. Class conditioning is the same, with 2-D per-class maps H of shape
 
 Example::
 
-    python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder, count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"
+    python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder; from nvae_ecg.run import count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -67,6 +67,7 @@ from nvae_ecg.neural_operations import (
     group_by_weight_shape,
     normalized_weights_batched,
 )
+from nvae_ecg.run import count_parameters  # noqa: F401  (re-exported: sizes of models built here)
 from nvae_ecg.stft import SpectrogramLikelihood, SpectrogramTransform
 
 
@@ -91,17 +92,15 @@ def groups_per_scale(num_scales: int, num_groups_per_scale: int, ada_groups: boo
     return out
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters of a model."""
-    return sum(p.numel() for p in model.parameters())
-
-
 class AutoEncoder(nn.Module):
     """Conditional NVAE over 8-lead ECGs, 1-D on signals or 2-D on spectrograms (see the module docstring)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, likelihood: Optional[Callable[[torch.Tensor], object]] = None) -> None:
         super().__init__()
         self.cfg = cfg
+        # Decoder distribution of the logits (decoder_output); None: DiscMixLogistic8 (1-D) / SpectrogramLikelihood
+        # (2-D). Settable after construction; the benchmark's "original" mode puts the authors' mixture here.
+        self.likelihood = likelihood
         self.ndim = nd = cfg.ndim
         self.num_latent_scales = cfg.num_latent_scales
         self.groups_per_scale = groups_per_scale(cfg.num_latent_scales, cfg.num_groups_per_scale,
@@ -257,8 +256,11 @@ class AutoEncoder(nn.Module):
     def decoder_output(self, logits: torch.Tensor):
         """The decoder distribution of (cropped) logits: DiscMixLogistic8 (1-D) or SpectrogramLikelihood (2-D).
 
-        Both take signals (B, 8, L) in [0, 1] in ``log_prob`` and return them from ``sample``/``mean``.
+        Both take signals (B, 8, L) in [0, 1] in ``log_prob`` and return them from ``sample``/``mean``; a
+        ``likelihood`` given to the constructor (or set on the model) replaces them.
         """
+        if self.likelihood is not None:
+            return self.likelihood(logits)
         if self.spectrogram is None:
             return DiscMixLogistic8(logits, self.cfg.num_mixture_dec, num_bits=self.cfg.num_x_bits)
         return SpectrogramLikelihood(DiagonalGaussian(logits, self.cfg.model_channels,

@@ -6,7 +6,7 @@ discretised logistic mixture + KL summed over latent groups, with KL warm-up, th
 BatchNorm scale penalty, Adamax, linear LR warm-up then cosine decay. Differences
 from the authors' code (float32/bf16 instead of float64, one class list stored in
 the checkpoint, a correct importance-weighted NLL, resumable atomic checkpoints,
-torchrun instead of a hand-rolled launcher) are listed in the README. Every run
+torchrun instead of a hand-rolled launcher) are listed in docs/differences.md. Every run
 writes ``args.json``, ``log.txt``, TensorBoard events and ``checkpoints/`` into
 ``--root/--save``; ``--resume`` continues from ``checkpoints/latest.pt`` bit for bit
 (every rank's RNG state is saved, and a run cut by ``--max_steps`` in the middle of an
@@ -41,16 +41,16 @@ from tqdm import tqdm
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
 from nvae_ecg.config import CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
-from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
-from nvae_ecg.model import AutoEncoder, count_parameters
+from nvae_ecg.model import AutoEncoder
 from nvae_ecg.monitor import QualityMonitor, add_quality_args
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.utils import (EmptyWriter, ResumableSampler, atomic_torch_save, gather_rng_states, git_version,
-                            init_distributed, keep_freed_cpu_memory, load_checkpoint, rank0_decides,
-                            restore_rank_rng, seed_everything, setup_run_dir, to_plain)
+from nvae_ecg.run import (ResumableSampler, any_nonfinite, autocast, check_run_folder, count_parameters,
+                          init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
+                          seed_everything, setup_run_dir, teardown)
+from nvae_ecg.utils import keep_freed_cpu_memory
 
 # Model flags take their defaults from the named configuration (--config) unless given.
 _MODEL_FLAGS = {f.name: f for f in fields(ModelConfig)}
@@ -257,12 +257,6 @@ def build_optimizer(params, name: str, learning_rate: float, weight_decay: float
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
-def _autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-    return nullcontext()
-
-
 #: What ``--compile`` can wrap: nothing, or every residual cell on its own (regional compilation).
 COMPILE_CHOICES = ("none", "cells")
 
@@ -334,7 +328,7 @@ def evaluate(model, loader, device, dtype, iw_samples: int = 0, max_batches: int
         if max_batches and b >= max_batches:
             break
         x, y = x.to(device, dtype), y.to(device, dtype)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             out = core(x, y)
             d = core.decoder_output(out.logits)
             recon = reconstruction_loss(d, x)
@@ -373,42 +367,13 @@ def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed):
         plt.close(fig)
 
 
-def _any_nonfinite(total: torch.Tensor, distributed: bool) -> bool:
-    """Whether a device-side loss sum is non-finite on any process (one host synchronisation)."""
-    bad = (~torch.isfinite(total)).to(torch.float32)
-    if distributed:
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    return bool(bad.item())
-
-
-def _nan_exit(logger, writer, step: int, epoch: int, ckpt_path: Path, distributed: bool) -> int:
-    logger.error("non-finite loss by step %d (epoch %d); stopping. The last good checkpoint is %s", step, epoch + 1,
-                 ckpt_path if ckpt_path.exists() else "none (none was saved yet)")
-    writer.close()
-    if distributed:
-        dist.destroy_process_group()
-    return 3
-
-
 def main(args: argparse.Namespace) -> int:
     """Train; returns a process exit code (non-zero on a non-finite loss)."""
     info, device = init_distributed(args.device)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     save_dir = Path(args.root) / args.save
     ckpt_path = save_dir / "checkpoints" / "latest.pt"
-    # Rank 0 looks at the run folder and every rank follows its verdict: a rank exiting alone would leave the others
-    # waiting in their first collective under srun or mpirun (only torchrun tears them down).
-    code = 0
-    if info.is_main and not args.resume and ckpt_path.exists():
-        print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
-              file=sys.stderr)
-        code = 2
-    elif info.is_main and args.resume and not ckpt_path.exists():
-        print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
-        code = 2
-    if rank0_decides(code, info.distributed, device):
-        if info.distributed:
-            dist.destroy_process_group()
+    if not check_run_folder(ckpt_path, args.resume, info, device):
         return 2
     # Open the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes,
@@ -418,9 +383,6 @@ def main(args: argparse.Namespace) -> int:
     if len(train_ds) == 0:
         raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
     logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
-    if info.is_main:
-        for stale in remove_stale_temporaries(save_dir / "checkpoints"):
-            logger.info("removed %s, left by a killed run", stale)
     seed_everything(args.seed + info.rank)
     class_idx = list(train_ds.classes)
     length = int(train_ds[0][0].shape[-1])
@@ -452,10 +414,7 @@ def main(args: argparse.Namespace) -> int:
         scaler.load_state_dict(resume["scaler"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         start_batch = int(resume.get("batch_in_epoch", 0))  # batches of epoch start_epoch + 1 already trained on
-        if not restore_rank_rng(resume["rng"], info.rank):
-            logger.warning("%s holds no RNG state for rank %d (saved with fewer processes): that rank starts "
-                           "from its seed, so the run is not bit-exact with an uninterrupted one", ckpt_path,
-                           info.rank)
+        resume_rng(resume["rng"], info.rank, logger, ckpt_path)
         logger.info("resumed from %s at epoch %d (+%d batches), step %d", ckpt_path, start_epoch, start_batch, step)
     elif core.spectrogram is not None:
         # 2-D variant: STFT normalisation from the training split, saved with the weights (buffers, nvae_ecg.stft).
@@ -489,12 +448,8 @@ def main(args: argparse.Namespace) -> int:
                                       const_steps=args.kl_const_steps)
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, core.groups_per_scale, fun="square").to(device)
 
-    writer = EmptyWriter()
+    writer = open_writer(save_dir, enabled=info.is_main)
     if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(save_dir))
-        logger.info("command: %s", " ".join(sys.argv))
         logger.info("config %s: %s", args.config, cfg.to_dict())
         logger.info("classes: %s", [CLASS_ABBREVS[i] for i in class_idx])
         logger.info("parameters: %.3fM; groups per scale %s; train %d, val %d ECGs; %d steps/epoch of %d x %d "
@@ -519,22 +474,16 @@ def main(args: argparse.Namespace) -> int:
 
     def save(epoch: int, batch_in_epoch: int, periodic: bool) -> None:
         """Checkpoint after ``epoch`` complete epochs and ``batch_in_epoch`` batches of the next (all ranks call it)."""
-        rngs = gather_rng_states(info.distributed)  # every rank's own noise stream, for a bit-exact resume
-        if not info.is_main:
-            return
-        ckpt = {"kind": "cnvae", "model": core.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
-                              "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min,
-                              "warmup_steps": args.warmup_steps, "optimizer": args.optimizer},
-                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
-                "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-                "dataset": args.dataset, "rng": rngs, "code_version": git_version(),
-                "torch_version": str(torch.__version__)}
-        ckpt = to_plain(ckpt)  # only tensors and plain data: loadable with weights_only=True
-        atomic_torch_save(ckpt, ckpt_path)
-        if periodic:
-            atomic_torch_save(ckpt, save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
+        save_checkpoint(lambda: {
+            "kind": "cnvae", "model": core.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
+                          "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min,
+                          "warmup_steps": args.warmup_steps, "optimizer": args.optimizer},
+            "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
+            "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
+            "dataset": args.dataset}, ckpt_path, info,
+            copy_to=save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt" if periodic else None)
 
     model.train()
     for epoch in range(start_epoch, args.epochs):
@@ -567,7 +516,7 @@ def main(args: argparse.Namespace) -> int:
                 # DDP all-reduces the gradients only on the last micro-batch of the group.
                 sync = nullcontext() if (micro == accum - 1 or not info.distributed) else model.no_sync()
                 with sync:
-                    with _autocast(device, args.amp):
+                    with autocast(device, args.amp):
                         loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn)
                     scaler.scale(loss / accum).backward()
                 # Device-side sums only: no host synchronisation inside the step (read every --log_every steps).
@@ -581,8 +530,8 @@ def main(args: argparse.Namespace) -> int:
             if step % args.log_every == 0:
                 # A non-finite loss is caught here (one sync per --log_every steps) and, at the latest, before the
                 # epoch's checkpoint is written, so a diverged model never overwrites the last good checkpoint.
-                if _any_nonfinite(sums["loss"], info.distributed):
-                    return _nan_exit(logger, writer, step, epoch, ckpt_path, info.distributed)
+                if any_nonfinite(sums["loss"], info.distributed):
+                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
                 if info.is_main:
                     vals = {k: (v / nb).item() for k, v in sums.items()}
                     bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
@@ -603,8 +552,8 @@ def main(args: argparse.Namespace) -> int:
             for v in sums.values():
                 dist.all_reduce(v)
             nb *= info.world_size
-        if _any_nonfinite(sums["loss"], False):
-            return _nan_exit(logger, writer, step, epoch, ckpt_path, info.distributed)
+        if any_nonfinite(sums["loss"], False):
+            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
         vals = {k: (v / nb).item() for k, v in sums.items()}
         # A --max_steps stop inside the epoch leaves it incomplete: the checkpoint records the position in it.
         epoch_done = epoch + 1 if complete else epoch
@@ -647,8 +596,7 @@ def main(args: argparse.Namespace) -> int:
     if info.is_main:
         logger.info("done: %d steps; checkpoint %s", step, ckpt_path)
         writer.close()
-    if info.distributed:
-        dist.destroy_process_group()
+    teardown(info)
     return 0
 
 

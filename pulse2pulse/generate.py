@@ -26,9 +26,8 @@ import sys
 import torch
 
 from nvae_ecg.classes import resolve_classes
-from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, resolve_device,
-                                 write_generated)
-from nvae_ecg.utils import load_checkpoint
+from nvae_ecg.generation import add_common_args, bounds_from_checkpoint, build_plan, write_generated
+from nvae_ecg.run import load_checkpoint, resolve_device
 from pulse2pulse.config import GANConfig
 from pulse2pulse.models import build_generator
 from pulse2pulse.train import CHECKPOINT_KIND

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nvae_ecg.run import count_parameters  # also re-exported: sizes of the models built here
 from pulse2pulse.config import CONFIGS, MODELS, GANConfig, get_config
 
 KERNEL = 25
@@ -51,11 +52,6 @@ DOWN_STRIDES = (2, 5, 2, 5, 5, 5)
 DISC_STRIDES = (2, 2, 2, 2, 4, 4, 4)
 DISC_WIDTHS = (1, 2, 5, 10, 20, 25, 100)
 BASE_LENGTH = 2
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of a module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 class UpBlock(nn.Module):

@@ -37,14 +37,13 @@ from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data.datasets import GeneratorDataset
-from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.monitor import QualityMonitor, add_quality_args
-from nvae_ecg.utils import (EmptyWriter, ResumableSampler, atomic_torch_save, gather_rng_states, git_version,
-                            init_distributed, load_checkpoint, rank0_decides, restore_rank_rng, seed_everything,
-                            setup_run_dir, to_plain)
+from nvae_ecg.run import (ResumableSampler, amp_dtype, any_rank, autocast, check_run_folder, count_parameters,
+                          init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
+                          seed_everything, setup_run_dir, teardown)
 from pulse2pulse.config import CONFIGS, COND_DISCRIMINATORS, MODELS, GANConfig, get_config
-from pulse2pulse.models import build_discriminator, build_generator, count_parameters
+from pulse2pulse.models import build_discriminator, build_generator
 from pulse2pulse.wgan import train_step
 
 #: Epochs of the paper's Tables II/III (the fork's shell scripts ran 2,400 and 2,700).
@@ -153,30 +152,12 @@ def _sample_figures(g_core, writer, step: int, device, bounds, class_names, seed
         plt.close(fig)
 
 
-def _autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return None
-
-
 def main(args: argparse.Namespace) -> int:
     """Train; returns a process exit code (2: run exists, 3: non-finite loss)."""
     info, device = init_distributed(args.device)
     save_dir = Path(args.root) / args.save
     ckpt_path = save_dir / "checkpoints" / "latest.pt"
-    # Rank 0 looks at the run folder and every rank follows its verdict (they could disagree on a file system
-    # shared lazily between nodes, and a rank exiting alone leaves the others waiting under srun or mpirun).
-    code = 0
-    if info.is_main and not args.resume and ckpt_path.exists():
-        print(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --save",
-              file=sys.stderr)
-        code = 2
-    elif info.is_main and args.resume and not ckpt_path.exists():
-        print(f"error: --resume given but {ckpt_path} does not exist", file=sys.stderr)
-        code = 2
-    if rank0_decides(code, info.distributed, device):
-        if info.distributed:
-            dist.destroy_process_group()
+    if not check_run_folder(ckpt_path, args.resume, info, device):
         return 2
     # Open and check the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes)
@@ -187,9 +168,6 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {args.data_dir}/{args.dataset} holds ECGs of {length} samples; the GAN "
                          "generators produce exactly 5000 (prepare with --fs 500 --seconds 10)")
     logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
-    if info.is_main:
-        for stale in remove_stale_temporaries(save_dir / "checkpoints"):
-            logger.info("removed %s, left by a killed run", stale)
     seed_everything(args.seed + info.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -226,10 +204,7 @@ def main(args: argparse.Namespace) -> int:
         opt_d.load_state_dict(resume["optimizer_d"])
         epoch0, batch0 = int(resume["epoch"]), int(resume["batch_in_epoch"])
         step, g_step, prev_seconds = int(resume["step"]), int(resume["g_step"]), float(resume["train_seconds"])
-        if not restore_rank_rng(resume["rng"], info.rank):
-            logger.warning("%s holds no RNG state for rank %d (saved with fewer processes): that rank starts "
-                           "from its seed, so the run is not bit-exact with an uninterrupted one", ckpt_path,
-                           info.rank)
+        resume_rng(resume["rng"], info.rank, logger, ckpt_path)
         logger.info("resumed from %s at epoch %d (+%d batches), step %d, %.2f h of training", ckpt_path, epoch0,
                     batch0, step, prev_seconds / 3600)
     g_model, d_model = g_core, d_core
@@ -247,20 +222,16 @@ def main(args: argparse.Namespace) -> int:
     steps_per_epoch = sampler.batches_per_epoch()
     if steps_per_epoch == 0:
         raise SystemExit(f"error: {len(train_ds)} training ECGs are fewer than one batch per process")
-    amp = _autocast(device, args.amp)
+    amp = autocast(device, args.amp)
     use_y_in_d = cfg.cond_discriminator != "none"
 
-    writer = EmptyWriter()
+    writer = open_writer(save_dir, enabled=info.is_main)
     if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(save_dir))
-        logger.info("command: %s", " ".join(sys.argv))
         logger.info("config %s: %s", args.config, cfg.to_dict())
         logger.info("classes: %s", class_names)
         logger.info("parameters: G %s %.3fM, D %.3fM; train %d ECGs; %d steps/epoch; device %s x%d; amp %s",
                     cfg.model, count_parameters(g_core) / 1e6, count_parameters(d_core) / 1e6, len(train_ds),
-                    steps_per_epoch, device, info.world_size, args.amp if amp is not None else "none")
+                    steps_per_epoch, device, info.world_size, args.amp if amp_dtype(device, args.amp) else "none")
 
     # Quality while training (rank 0 only): fixed labels, seeded noise on a forked RNG (training RNG untouched).
     monitor = QualityMonitor(train_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
@@ -283,38 +254,21 @@ def main(args: argparse.Namespace) -> int:
         quality_step = step
 
     def save(epoch_done: int, batch_in_epoch: int, periodic: bool) -> None:
-        rngs = gather_rng_states(info.distributed)  # every rank's own noise stream, for a bit-exact resume
-        if not info.is_main:
-            return
-        ckpt = {"kind": CHECKPOINT_KIND, "generator": cfg.model, "model": g_core.state_dict(),
-                "discriminator": d_core.state_dict(), "optimizer_g": opt_g.state_dict(),
-                "optimizer_d": opt_d.state_dict(), "config": cfg.to_dict(), "args": vars(args),
-                "classes": class_names, "dataset": args.dataset,
-                "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-                "epoch": epoch_done, "batch_in_epoch": batch_in_epoch, "step": step, "g_step": g_step,
-                "train_seconds": train_seconds(), "rng": rngs, "code_version": git_version(),
-                "torch_version": str(torch.__version__)}
-        ckpt = to_plain(ckpt)  # only tensors and plain data: loadable with weights_only=True
-        atomic_torch_save(ckpt, ckpt_path)
-        if periodic:
-            atomic_torch_save(ckpt, save_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt")
+        save_checkpoint(lambda: {
+            "kind": CHECKPOINT_KIND, "generator": cfg.model, "model": g_core.state_dict(),
+            "discriminator": d_core.state_dict(), "optimizer_g": opt_g.state_dict(),
+            "optimizer_d": opt_d.state_dict(), "config": cfg.to_dict(), "args": vars(args),
+            "classes": class_names, "dataset": args.dataset,
+            "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
+            "epoch": epoch_done, "batch_in_epoch": batch_in_epoch, "step": step, "g_step": g_step,
+            "train_seconds": train_seconds()}, ckpt_path, info,
+            copy_to=save_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt" if periodic else None)
 
     def should_stop(bad: torch.Tensor) -> tuple[bool, bool]:
         """(non-finite loss seen, time budget used up), agreed over all processes; one host sync."""
         over = args.max_hours > 0 and train_seconds() >= args.max_hours * 3600
-        flags = torch.stack([bad.to(torch.float32), torch.tensor(float(over), device=device)])
-        if info.distributed:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        nonfinite, over_t = flags.tolist()
-        return bool(nonfinite), bool(over_t)
-
-    def nan_exit(where: str) -> int:
-        logger.error("non-finite loss %s (step %d); stopping. The last good checkpoint is %s", where, step,
-                     ckpt_path if ckpt_path.exists() else "none (none was saved yet)")
-        writer.close()
-        if info.distributed:
-            dist.destroy_process_group()
-        return 3
+        nonfinite, over_t = any_rank([bad, over], info.distributed, device)
+        return nonfinite, over_t
 
     keys = ("d_loss", "wasserstein", "gp", "d_real", "d_fake", "g_loss")
     stop_reason = None
@@ -360,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
             if step % args.log_every == 0 or last_step:
                 nonfinite, over = should_stop(bad)
                 if nonfinite:
-                    return nan_exit(f"in epoch {epoch + 1}")
+                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
                 if info.is_main:
                     avg = (sums / torch.tensor([nb] * (len(keys) - 1) + [max(ng, 1)], device=device)).tolist()
                     if ng == 0:
@@ -381,7 +335,7 @@ def main(args: argparse.Namespace) -> int:
             break
         nonfinite, over = should_stop(bad)
         if nonfinite:
-            return nan_exit(f"in epoch {epoch + 1}")
+            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
         if over:
             stop_reason = stop_reason or "time budget"
         counts = torch.tensor([nb] * (len(keys) - 1) + [max(ng, 1)], device=device, dtype=torch.float64)
@@ -417,8 +371,7 @@ def main(args: argparse.Namespace) -> int:
         logger.info("done%s: %d critic steps, %d generator steps, %.3f h; checkpoint %s", why, step, g_step,
                     train_seconds() / 3600, ckpt_path)
         writer.close()
-    if info.distributed:
-        dist.destroy_process_group()
+    teardown(info)
     return 0
 
 

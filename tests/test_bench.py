@@ -1,4 +1,6 @@
-"""Tests of the throughput benchmark (``nvae_ecg.bench``) and of the fast path's numerical equivalence.
+"""Tests of the throughput benchmark (``nvae_ecg.bench`` and the workloads of ``pulse2pulse.bench`` and
+``train_test.bench``), of the authors' operator structure (``nvae_ecg.reference_ops``) and of the fast path's
+numerical equivalence.
 
 The precision test trains the same tiny cNVAE-ECG from the same initial weights on the same demo
 batches in float32 and in float64, with the latent noise drawn in float64 and cast (so both see
@@ -12,14 +14,17 @@ Example::
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from nvae_ecg import bench
+from nvae_ecg import bench, reference_ops
 from nvae_ecg.config import get_config
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.model import AutoEncoder
@@ -30,9 +35,13 @@ from nvae_ecg.train import apply_gradients, compute_loss
 NELBO_RTOL = 1e-5
 
 
+REPO = Path(__file__).resolve().parents[1]
+SMALL_RUN = ["--steps", "1", "--warmup", "1", "--split_steps", "1", "--sample_batches", "1", "--batch_size", "2",
+             "--device", "cpu"]
+
+
 def _bench_args(*extra: str):
-    return bench.parse_args(["--steps", "1", "--warmup", "1", "--split_steps", "1", "--sample_batches", "1",
-                             "--batch_size", "2", "--device", "cpu", *extra])
+    return bench.parse_args([*SMALL_RUN, *extra])
 
 
 def test_bench_cnvae_both_modes_json(tmp_path, prepared_ptbxl):
@@ -63,10 +72,15 @@ def test_bench_cnvae_both_modes_json(tmp_path, prepared_ptbxl):
     assert saved["machine"]["torch"] == torch.__version__
 
 
-@pytest.mark.parametrize("model,config", [("wavegan_star", "tiny"), ("pulse2pulse", "tiny"), ("xresnet1d101", "tiny")])
-def test_bench_other_models_in_process(model, config):
-    args = _bench_args("--model", model, "--config", config, "--modes", "fast", "--no_isolate", "--n_critic", "1")
-    out = bench.main(args)
+@pytest.mark.parametrize("module,model,config", [("pulse2pulse.bench", "wavegan_star", "tiny"),
+                                                  ("pulse2pulse.bench", "pulse2pulse", "tiny"),
+                                                  ("train_test.bench", "xresnet1d101", "tiny")])
+def test_bench_other_models_in_process(module, model, config):
+    workloads = importlib.import_module(module)  # the package's own workload module on the core's harness
+    extra = ["--n_critic", "1"] if module == "pulse2pulse.bench" else []
+    args = workloads.parse_args([*SMALL_RUN, "--model", model, "--config", config, "--modes", "fast", "--no_isolate",
+                                 *extra])
+    out = workloads.main(args)
     (r,) = out["results"]
     assert r["train_ecg_per_s"] > 0 and r["params"] > 0
     if model == "xresnet1d101":
@@ -79,7 +93,7 @@ def test_bench_repeats_interleave_modes_and_report_the_median_run(monkeypatch):
     order = []
     fake_ms = {"fast": iter([300.0, 100.0, 200.0]), "float64": iter([600.0, 500.0, 400.0])}
 
-    def fake_run(args, mode):  # stands in for one fresh benchmark process
+    def fake_run(args, mode, benchmark=None):  # stands in for one fresh benchmark process
         order.append(mode)
         ms = next(fake_ms[mode])
         return {"mode": mode, "dtype": "x", "autocast": "none", "compile": "none", "train_ecg_per_s": 1000 / ms,
@@ -212,15 +226,15 @@ def test_authors_mixture_is_the_same_likelihood():
     # Scales near 1: every bin holds > 1e-5 of the mass, where both formulas are exact.
     param = 0.3 * torch.randn(2, 33 * m, length, dtype=torch.float64)
     ours = DiscMixLogistic8(param, m).log_prob(x)
-    theirs = bench.AuthorsMixture8(param, m).log_prob(x)
+    theirs = reference_ops.AuthorsMixture8(param, m).log_prob(x)
     torch.testing.assert_close(theirs, ours, rtol=1e-10, atol=1e-10)
     # Wider parameters reach bins of < 1e-5 mass, where the authors' mid-point-density fallback approximates.
     param = torch.randn(2, 33 * m, length, dtype=torch.float64)
     ours = DiscMixLogistic8(param, m).log_prob(x)
-    theirs = bench.AuthorsMixture8(param, m).log_prob(x)
+    theirs = reference_ops.AuthorsMixture8(param, m).log_prob(x)
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="scaled to"):
-        bench.AuthorsMixture8(param, m).log_prob(x + 1.0)
+        reference_ops.AuthorsMixture8(param, m).log_prob(x + 1.0)
 
 
 def test_authors_structure_is_the_same_model():
@@ -234,7 +248,7 @@ def test_authors_structure_is_the_same_model():
         torch.manual_seed(0)
         model = AutoEncoder(cfg).double()
         if authors:
-            notes = bench.use_authors_structure(model)
+            notes = reference_ops.use_authors_structure(model)
             assert notes and not model.batch_weight_norm
         torch.manual_seed(1)
         loss, _, _ = compute_loss(model, x, y, 0.5, loss_args, alpha_i, 1e-2)
@@ -243,3 +257,73 @@ def test_authors_structure_is_the_same_model():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-7, atol=1e-9)
+
+
+def test_authors_structure_sets_the_likelihood_hook():
+    """original mode swaps the decoder likelihood through the model's ``likelihood`` hook, not by patching."""
+    from nvae_ecg.distributions import DiscMixLogistic8
+
+    cfg = get_config("tiny", length=256)
+    model = AutoEncoder(cfg)
+    logits = torch.zeros(1, 33 * cfg.num_mixture_dec, 256)
+    assert model.likelihood is None and isinstance(model.decoder_output(logits), DiscMixLogistic8)
+    reference_ops.use_authors_structure(model)
+    assert "decoder_output" not in vars(model)
+    assert isinstance(model.decoder_output(logits), reference_ops.AuthorsMixture8)
+
+
+def _fake_install(root: Path) -> None:
+    """A distribution on sys.path declaring pyproject.toml's benchmark entry points, as ``pip install -e .`` does."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][bench.ENTRY_POINT_GROUP]
+    info = root / "bench_entry_points_test-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-entry-points-test\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[{bench.ENTRY_POINT_GROUP}]\n"
+                                           + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+
+
+def test_core_finds_the_packages_workloads_through_entry_points(tmp_path, monkeypatch):
+    """python -m nvae_ecg.bench --model wavegan_star|pulse2pulse|xresnet1d101 finds the packages' declared workloads."""
+    _fake_install(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found, failed = bench.discover()
+    assert not failed
+    assert list(found)[:4] == ["cnvae", "wavegan_star", "pulse2pulse", "xresnet1d101"]
+    assert found["wavegan_star"].build.__module__ == "pulse2pulse.bench"
+    assert found["xresnet1d101"].build.__module__ == "train_test.bench"
+    args = _bench_args("--model", "wavegan_star", "--config", "tiny", "--modes", "fast", "--no_isolate",
+                       "--n_critic", "1", "--compile", "none")
+    assert args.modes == ["fast"] and args.n_critic == 1
+    assert _bench_args("--model", "xresnet1d101").modes == ["fast", "float64"]
+    with pytest.raises(SystemExit):
+        _bench_args("--model", "xresnet1d101", "--modes", "original")
+
+
+def test_core_without_entry_points_names_the_way_out(monkeypatch, capsys):
+    """Without the entry points (an uninstalled checkout) the core runs cnvae and explains the other models."""
+    monkeypatch.setattr(bench, "declared_entry_points", lambda: [])
+    assert list(bench.discover()[0]) == ["cnvae"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", "wavegan_star"])
+    assert bench.ENTRY_POINT_GROUP in capsys.readouterr().err
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level names of every import in a source file, function-level ones included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package,forbidden", [("nvae_ecg", {"pulse2pulse", "train_test"}),
+                                               ("pulse2pulse", {"train_test"}), ("train_test", {"pulse2pulse"})])
+def test_every_import_points_down(package, forbidden):
+    """The core imports nothing above it; the two packages above it do not import each other."""
+    offenders = {str(f.relative_to(REPO)): sorted(_imported_packages(f) & forbidden)
+                 for f in sorted((REPO / package).rglob("*.py"))}
+    assert {f: names for f, names in offenders.items() if names} == {}

@@ -67,7 +67,7 @@ def test_config_registry_and_validation():
     cfg = get_config("tiny", length=123)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert CONFIGS["tiny"].length == 5000  # overrides do not mutate the registry
-    with pytest.raises(ValueError, match="available: paper, small, tiny"):
+    with pytest.raises(ValueError, match="available: demo, paper, small, tiny"):
         get_config("huge")
     with pytest.raises(ValueError, match="num_chanels_enc"):
         get_config("tiny", num_chanels_enc=3)

@@ -25,9 +25,7 @@ import argparse
 import json
 import math
 import os
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,6 +36,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+# resolve_device and seed_everything are imported from here by the experiment entry points.
+from nvae_ecg.run import autocast, count_parameters, open_writer, resolve_device, seed_everything  # noqa: F401
 from train_test.data import EcgSet
 from train_test.metrics import AurocResult, auroc, bootstrap_auroc, select_best_epoch
 
@@ -89,29 +89,6 @@ class FitResult:
         return asdict(self)
 
 
-def resolve_device(spec: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; otherwise a torch device string ('cpu', 'cuda', 'cuda:1')."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {spec} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def make_loader(dataset: EcgSet, batch_size: int, shuffle: bool, num_workers: int, device: torch.device,
                 seed: int = 0) -> DataLoader:
     """DataLoader over an EcgSet with batched memory-map reads (and a seeded shuffle)."""
@@ -144,7 +121,7 @@ def predict(model: nn.Module, loader: DataLoader, standardize: Standardizer, dev
     for x, y in tqdm(loader, desc=desc, leave=False, disable=desc is None):
         x = standardize(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             out = model(x)
         out = out.float()
         loss_sum += nn.functional.binary_cross_entropy_with_logits(out, y, reduction="sum") / y.shape[1]
@@ -186,11 +163,7 @@ def fit(model: nn.Module, train_set: EcgSet, val_set: EcgSet, test_set: EcgSet, 
     train_loader = make_loader(train_set, cfg.batch_size, True, cfg.num_workers, device, seed)
     val_loader = make_loader(val_set, cfg.eval_batch_size, False, cfg.num_workers, device)
     y_val = val_set.targets
-    writer = None
-    if log_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(log_dir))
+    writer = open_writer(log_dir)  # an EmptyWriter without log_dir
     train_losses, val_losses, val_scores, val_details = [], [], [], []
     best_score, best_state, best_loss, best_loss_state = -math.inf, None, math.inf, None
     # BatchNorm cannot train on a batch of one (the head sees (1, 512)); such a last batch is skipped.
@@ -207,7 +180,7 @@ def fit(model: nn.Module, train_set: EcgSet, val_set: EcgSet, test_set: EcgSet, 
                 continue
             x = standardize(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -231,12 +204,11 @@ def fit(model: nn.Module, train_set: EcgSet, val_set: EcgSet, test_set: EcgSet, 
             best_score, best_state = score, _cpu_state(model)
         if math.isfinite(val_loss) and val_loss < best_loss:
             best_loss, best_loss_state = val_loss, _cpu_state(model)
-        if writer is not None:
-            writer.add_scalar("loss/train", train_loss, epoch)
-            writer.add_scalar("loss/val", val_loss, epoch)
-            writer.add_scalar("auroc/val_macro", score, epoch)
-            for k, v in detail.items():
-                writer.add_scalar(f"auroc_val/{k}", v, epoch)
+        writer.add_scalar("loss/train", train_loss, epoch)
+        writer.add_scalar("loss/val", val_loss, epoch)
+        writer.add_scalar("auroc/val_macro", score, epoch)
+        for k, v in detail.items():
+            writer.add_scalar(f"auroc_val/{k}", v, epoch)
         epochs.set_postfix(loss=f"{train_loss:.4f}", val_auroc=f"{score:.4f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, score)
@@ -250,10 +222,9 @@ def fit(model: nn.Module, train_set: EcgSet, val_set: EcgSet, test_set: EcgSet, 
     test = bootstrap_auroc(test_set.targets, test_logits, class_names, n_boot=cfg.bootstrap, seed=seed)
     test_dict = test.to_dict()
     test_dict["loss"] = test_loss
-    if writer is not None:
-        writer.add_scalar("auroc/test_macro_at_best_val", test.macro, best_epoch)
-        writer.add_text("test", json.dumps(test_dict, default=str), best_epoch)
-        writer.close()
+    writer.add_scalar("auroc/test_macro_at_best_val", test.macro, best_epoch)
+    writer.add_text("test", json.dumps(test_dict, default=str), best_epoch)
+    writer.close()
     result = FitResult(best_epoch=best_epoch, train_loss=train_losses, val_loss=val_losses, val_score=val_scores,
                        val_auroc=val_details, test=test_dict, n_train=len(train_set), n_val=len(val_set),
                        n_test=len(test_set), seconds=time.time() - t0, epoch_seconds=epoch_seconds)
@@ -314,7 +285,7 @@ def main(args: argparse.Namespace) -> None:
     from nvae_ecg.classes import CLASS_ABBREVS, resolve_classes
     from nvae_ecg.samples import atomic_write_json
     from train_test.data import lead_stats, real_source
-    from train_test.xresnet1d import build_model, count_parameters
+    from train_test.xresnet1d import build_model
 
     cfg = config_from_args(args)
     cols = resolve_classes(args.classes)

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, class_index, resolve_classes
 from nvae_ecg.counts import TASK_TYPES, plan_summary
-from nvae_ecg.utils import atomic_torch_save
-from train_test.classifier import TrainConfig, add_train_flags, config_from_args, fit, seed_everything
+from nvae_ecg.run import atomic_torch_save, seed_everything
+from train_test.classifier import TrainConfig, add_train_flags, config_from_args, fit
 from train_test.data import (EcgSet, add_generated_flags, discover_generated, enrichment_plan, generated_source,
                              lead_stats, real_source, signal_shape, train_labels)
 from train_test.results import ResultsStore, fmt_prop

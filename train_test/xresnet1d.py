@@ -33,6 +33,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fastai.layers import AdaptiveConcatPool1d, ConvLayer, Flatten, ResBlock
 
+from nvae_ecg.run import count_parameters  # noqa: E402  (also re-exported: sizes of the models built here)
 from train_test.archs import ARCHS  # noqa: E402
 
 
@@ -87,11 +88,6 @@ def build_model(arch: str = "xresnet1d101", n_in: int = 12, n_out: int = 1) -> X
 def xresnet1d101(n_in: int = 12, n_out: int = 1) -> XResNet1d:
     """The paper's classifier: XResNet1d101 with ``n_in`` leads and ``n_out`` logits."""
     return build_model("xresnet1d101", n_in, n_out)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def replace_head(model: XResNet1d, n_out: int) -> XResNet1d:
