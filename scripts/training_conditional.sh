@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train cNVAE-ECG with the paper's configuration (paper Table V and the authors' training_conditional.sh).
+# The model is the named preset CONFIG (nvae_ecg/config.py: `paper` = Table V); model flags go in EXTRA_ARGS.
 # Usage: scripts/training_conditional.sh [DATA_DIR] [ROOT] [NAME]
 # Environment:
 #   NGPUS=N      processes/GPUs on this node (torchrun); 1 runs a single process
@@ -28,20 +29,11 @@ if [[ "$NGPUS" -gt 1 ]]; then
 else
     LAUNCH=("$PYTHON")
 fi
-MODEL_ARGS=()
-if [[ "$CONFIG" == "paper" ]]; then
-    MODEL_ARGS=(--num_channels_enc 12 --num_channels_dec 12
-        --num_preprocess_blocks 4 --num_preprocess_cells 4
-        --num_postprocess_blocks 4 --num_postprocess_cells 4
-        --num_latent_scales 3 --num_groups_per_scale 20 --ada_groups
-        --num_latent_per_group 5 --num_cell_per_cond_enc 4 --num_cell_per_cond_dec 4
-        --num_mixture_dec 20 --num_x_bits 8 --use_se --res_dist --arch_instance res_bnelu)
-fi
 cd "$REPO"
 "${LAUNCH[@]}" -m nvae_ecg.train \
     --data_dir "$DATA_DIR" --dataset ptb-xl --classes all \
     --root "$ROOT" --save "$NAME" \
-    --config "$CONFIG" "${MODEL_ARGS[@]}" \
+    --config "$CONFIG" \
     --epochs "$EPOCHS" --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" \
     --learning_rate 1e-3 --learning_rate_min 5e-4 --weight_decay 3e-4 --percent_epochs 5 \
     --weight_decay_norm 1e-2 \

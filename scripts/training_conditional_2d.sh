@@ -33,14 +33,6 @@ else
     LAUNCH=("$PYTHON")
 fi
 MODEL_ARGS=(--representation stft --stft_n_fft "$N_FFT" --stft_hop_length "$HOP_LENGTH" --stft_win_length "$WIN_LENGTH")
-if [[ "$CONFIG" == "paper2d" ]]; then
-    MODEL_ARGS+=(--num_channels_enc 12 --num_channels_dec 12
-        --num_preprocess_blocks 2 --num_preprocess_cells 4
-        --num_postprocess_blocks 2 --num_postprocess_cells 4
-        --num_latent_scales 3 --num_groups_per_scale 20 --ada_groups
-        --num_latent_per_group 5 --num_cell_per_cond_enc 4 --num_cell_per_cond_dec 4
-        --use_se --res_dist --arch_instance res_bnelu)
-fi
 cd "$REPO"
 "${LAUNCH[@]}" -m nvae_ecg.train \
     --data_dir "$DATA_DIR" --dataset ptb-xl --classes all \
