@@ -89,10 +89,6 @@ class Normal:
         eps = torch.randn(self.mu.shape, generator=generator, dtype=self.mu.dtype, device=self.mu.device)
         return self.mu + self.sigma * eps
 
-    def sample_given_eps(self, eps: torch.Tensor) -> torch.Tensor:
-        """mu + sigma * eps for given standard-normal noise."""
-        return self.mu + self.sigma * eps
-
     def log_p(self, z: torch.Tensor) -> torch.Tensor:
         """Element-wise log-density, including -log(sigma)."""
         u = (z - self.mu) / self.sigma

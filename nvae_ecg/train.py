@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
-from nvae_ecg.config import CONFIGS, REPRESENTATIONS, ModelConfig, get_config
+from nvae_ecg.config import ARCH_INSTANCES, CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder
@@ -81,7 +81,7 @@ _MODEL_HELP = {
     "stft_hop_length": "STFT hop in samples with --representation stft (T = 1 + length // hop frames)",
     "stft_win_length": "Hann window length (<= n_fft) with --representation stft",
 }
-_MODEL_CHOICES = {"arch_instance": ("res_bnelu", "res_bnswish"), "representation": REPRESENTATIONS}
+_MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS}
 
 
 def _str2bool(v: str) -> bool:
