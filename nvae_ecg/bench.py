@@ -54,6 +54,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.io import atomic_write_json
 from nvae_ecg.utils import keep_freed_cpu_memory
 from nvae_ecg.train import COMPILE_CHOICES
@@ -492,7 +493,7 @@ def parse_args(argv=None, benchmarks: Optional[Iterable[Benchmark]] = None) -> a
                    help="run the modes in this process (peak RSS then covers both); default: one process each")
     p.add_argument("--data_dir", default=None,
                    help="prepared data folder: also measure the trainer's DataLoader throughput on it")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="with --data_dir")
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="with --data_dir")
     p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers for the data measurement")
     p.add_argument("--data_ecgs", type=int, default=2000, help="ECGs to read for the data measurement")
     p.add_argument("--json", default=None, help="write the figures and machine details to this JSON file")

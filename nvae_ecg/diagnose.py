@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, resolve_classes
 from nvae_ecg.data.datasets import SPLITS, GeneratorDataset
 from nvae_ecg.distributions import LOG_SCALE_MIN, DiscMixLogistic8
@@ -405,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="cNVAE-ECG checkpoint (RUN/checkpoints/latest.pt)")
     p.add_argument("--data_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--dataset", default=None, choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="prepared dataset to read ECGs from (unset: the one the model was trained on)")
     p.add_argument("--split", default="val", choices=SPLITS, help="split the ECGs are drawn from")
     p.add_argument("--n", type=int, default=8, help="number of ECGs (one batch)")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
 from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
@@ -46,7 +47,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint written by the generator's trainer")
     p.add_argument("--data_dir", default=None,
                    help="prepared data folder; its training split gives the counts for --task_type")
-    p.add_argument("--dataset", default=None, choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="prepared dataset for the counts (default: the one the model was trained on)")
     p.add_argument("--out_dir", required=True, help="output folder (generated-sample format or WFDB records)")
     p.add_argument("--overwrite", action="store_true", help="replace --out_dir if it exists")

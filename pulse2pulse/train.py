@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
@@ -60,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("data and run folder")
     g.add_argument("--data_dir", "--data", dest="data_dir", required=True,
                    help="prepared data folder (output of nvae_ecg.data.prepare)")
-    g.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="prepared dataset")
+    g.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset")
     g.add_argument("--classes", "--class_name", dest="classes", default="all",
                    help="conditioning classes: 'all' (the 9 paper classes) or comma-separated abbreviations/SNOMED codes")
     g.add_argument("--root", default="runs", help="parent folder of run folders")

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 # resolve_device and seed_everything are imported from here by the experiment entry points.
+from nvae_ecg.data import DATASETS
 from nvae_ecg.run import autocast, count_parameters, open_writer, resolve_device, seed_everything  # noqa: F401
 from train_test.data import EcgSet
 from train_test.metrics import AurocResult, auroc, bootstrap_auroc, select_best_epoch
@@ -271,7 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "best validation epoch.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="prepared dataset")
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset")
     p.add_argument("--classes", default="MI", help=f"comma-separated target classes out of {','.join(CLASS_ABBREVS)}")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training split to use")
     p.add_argument("--seed", type=int, default=0, help="seed (initialisation, shuffling, fraction)")

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, class_index, resolve_classes
 from nvae_ecg.counts import TASK_TYPES, plan_summary
 from nvae_ecg.run import atomic_torch_save, seed_everything
@@ -80,9 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "Ningbo (paper Tables VI, VII).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--source", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--source", default="ptb-xl", choices=DATASETS,
                    help="pretraining dataset (the generators were trained on PTB-XL)")
-    p.add_argument("--targets", nargs="+", default=["georgia", "ningbo"], choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--targets", nargs="+", default=["georgia", "ningbo"], choices=DATASETS,
                    help="fine-tuning datasets")
     p.add_argument("--pretrain_classes", default=PRETRAIN_CLASSES, help="comma-separated pretraining classes")
     p.add_argument("--target_classes", nargs="*", default=[],

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, class_index
 from nvae_ecg.counts import TASK_TYPES, plan_summary
 from nvae_ecg.run import seed_everything
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "ECGs (paper Fig. 2/3).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset to enrich (the generators were trained on PTB-XL)")
     p.add_argument("--target", default="MI", help="class to detect (abbreviation or SNOMED code)")
     p.add_argument("--reference", default="SR", help="imbalance: the class whose count the target is lifted towards")

@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES  # noqa: E402
 from nvae_ecg.data.datasets import load_prepared, select_indices  # noqa: E402
 from nvae_ecg.ecg_stats import BEAT_WINDOW, detect_r_peaks, median_beat, rate_from_peaks  # noqa: E402
@@ -442,7 +443,7 @@ def add_figure_flags(p: argparse.ArgumentParser) -> None:
     """--prepared_dir, --generated, --generated_root and the figure sizes, shared with train_test.report."""
     p.add_argument("--prepared_dir", default=None,
                    help="prepared data folder whose training split is the real reference of the ECG figures")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset the generators were trained on")
     add_generated_flags(p)
     p.add_argument("--max_per_class", type=int, default=200,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.counts import TASK_TYPES, generation_plan, plan_summary, plan_to_labels
 from nvae_ecg.data.datasets import load_prepared, select_indices
@@ -74,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task_type", default="imbalance", choices=TASK_TYPES, help="counting recipe")
     p.add_argument("--factor", type=float, default=None,
                    help="recipe factor (default: 1 for imbalance, 2 for addition, as the generation scripts)")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"), help="prepared dataset")
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset")
     p.add_argument("--noise_mv", type=float, default=0.02, help="standard deviation of the added noise in mV")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")

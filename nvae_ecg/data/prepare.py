@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES, codes_to_multihot
 from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.io import atomic_write_json
@@ -62,7 +63,6 @@ from nvae_ecg.data.challenge import REASONS, RecordError, fit_length, read_heade
 from nvae_ecg.leads import INDEPENDENT_IDX, LEADS8
 
 #: Dataset folder names of the Challenge 2021 training set handled here.
-DATASETS = ("ptb-xl", "georgia", "ningbo")
 SPLITS = ("train", "val", "test")
 RECORD_COLUMNS = ("record", "path", "age", "sex", "dx", "fs", "n_samples", "kept", "reason", "index", "split", "detail")
 _COPY_CHUNK = 256  # rows per chunk when copying kept records (about 60 MB of float32)

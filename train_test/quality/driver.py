@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.io import atomic_write_json, atomic_write_text
 from nvae_ecg.plot import save_figure
@@ -208,7 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "memorisation.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--real", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--dataset", default="ptb-xl", choices=("ptb-xl", "georgia", "ningbo"),
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset the generators were trained on")
     add_generated_flags(p)
     p.add_argument("--out_dir", required=True, help="folder for quality.json, quality.md and the figures")
