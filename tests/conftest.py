@@ -57,3 +57,16 @@ def prepared_ptbxl(synthetic_raw, tmp_path_factory) -> Path:
     prepare.main(prepare.parse_args([str(synthetic_raw), str(out), "--workers", "1", "--datasets", "ptb-xl"]))
     assert (out / "ptb-xl" / "signals.npy").is_file()
     return out
+
+
+@pytest.fixture(scope="session")
+def prepared_demo90(tmp_path_factory) -> Path:
+    """90 PTB-XL demo records (seed 3), prepared once per session; the trainer/sampler tests read it, none writes."""
+    from nvae_ecg.data import prepare, synthetic
+
+    root = tmp_path_factory.mktemp("demo90")
+    synthetic.main(synthetic.parse_args([str(root / "raw"), "--n_ptbxl", "90", "--n_georgia", "12",
+                                         "--n_ningbo", "12", "--seed", "3", "--workers", "1"]))
+    prepare.main(prepare.parse_args([str(root / "raw"), str(root / "prepared"), "--workers", "1",
+                                     "--datasets", "ptb-xl"]))
+    return root / "prepared"

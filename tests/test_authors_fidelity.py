@@ -15,15 +15,8 @@ from nvae_ecg.samples import read_samples
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from nvae_ecg.data import prepare, synthetic
-
-    root = tmp_path_factory.mktemp("demo")
-    synthetic.main(synthetic.parse_args([str(root / "raw"), "--n_ptbxl", "90", "--n_georgia", "12",
-                                         "--n_ningbo", "12", "--seed", "3", "--workers", "1"]))
-    prepare.main(prepare.parse_args([str(root / "raw"), str(root / "prepared"), "--workers", "1",
-                                     "--datasets", "ptb-xl"]))
-    return root / "prepared"
+def prepared(prepared_demo90):
+    return prepared_demo90
 
 
 def _train_args(prepared, root, save, *extra):
