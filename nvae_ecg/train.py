@@ -48,7 +48,7 @@ from nvae_ecg.monitor import QualityMonitor, add_quality_args
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.run import (ResumableSampler, any_nonfinite, autocast, check_run_folder, count_parameters,
+from nvae_ecg.run import (ResumableSampler, any_nonfinite, any_rank, autocast, check_run_folder, count_parameters,
                           init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
                           seed_everything, setup_run_dir, teardown)
 from nvae_ecg.utils import keep_freed_cpu_memory
@@ -131,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--batch_size", type=int, default=64, help="batch size per process")
     g.add_argument("--epochs", type=int, default=500, help="training epochs")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
+    g.add_argument("--max_hours", "--time_budget_hours", dest="max_hours", type=float, default=0.0,
+                   help="stop once this many hours of training (summed over resumes) are used, checked every "
+                        "--log_every steps; the same budget flag as pulse2pulse.train, for equal wall-clock "
+                        "comparisons (0: no limit)")
     g.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--learning_rate_min", type=float, default=5e-4,
                    help="final learning rate of the cosine decay (authors' default; NVAE uses 1e-4)")
@@ -408,13 +412,14 @@ def main(args: argparse.Namespace) -> int:
     core = model
     opt = build_optimizer(model.parameters(), args.optimizer, args.learning_rate, args.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and args.amp == "fp16"))
-    start_epoch, start_batch, step = 0, 0, 0
+    start_epoch, start_batch, step, prev_seconds = 0, 0, 0, 0.0
     if resume is not None:
         core.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         start_batch = int(resume.get("batch_in_epoch", 0))  # batches of epoch start_epoch + 1 already trained on
+        prev_seconds = float(resume.get("train_seconds", 0.0))
         resume_rng(resume["rng"], info.rank, logger, ckpt_path)
         logger.info("resumed from %s at epoch %d (+%d batches), step %d", ckpt_path, start_epoch, start_batch, step)
     elif core.spectrogram is not None:
@@ -464,12 +469,19 @@ def main(args: argparse.Namespace) -> int:
         logger.info("quality monitor every %d steps at t=%g: %s", args.quality_every, args.quality_temperature,
                     monitor.describe())
     quality_step = -1  # step of the last quality evaluation
+    t_start = time.time()
+
+    def train_seconds() -> float:
+        return prev_seconds + time.time() - t_start
+
+    out_of_time = args.max_hours > 0 and prev_seconds >= args.max_hours * 3600
 
     def quality() -> None:
         nonlocal quality_step
         core.eval()
         monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature), writer, logger, step,
                 device=device, title=f"t={args.quality_temperature:g}")
+        writer.add_scalar("quality/train_hours", train_seconds() / 3600, step)
         core.train()
         quality_step = step
 
@@ -483,12 +495,12 @@ def main(args: argparse.Namespace) -> int:
             "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
             "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-            "dataset": args.dataset}, ckpt_path, info,
+            "dataset": args.dataset, "train_seconds": train_seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt" if periodic else None)
 
     model.train()
     for epoch in range(start_epoch, args.epochs):
-        if args.max_steps and step >= args.max_steps:
+        if (args.max_steps and step >= args.max_steps) or out_of_time:
             break
         skip = start_batch // accum if epoch == start_epoch else 0  # optimiser steps of this epoch already done
         sampler.set_epoch(epoch, skip * accum)
@@ -498,7 +510,7 @@ def main(args: argparse.Namespace) -> int:
                    disable=not info.is_main, leave=False)
         batches = iter(train_loader)
         for _ in range(skip, steps_per_epoch):
-            if args.max_steps and step >= args.max_steps:
+            if (args.max_steps and step >= args.max_steps) or out_of_time:
                 break
             lr = lr_at(step, epoch, learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
                        epochs=args.epochs, percent_epochs=args.percent_epochs, steps_per_epoch=steps_per_epoch,
@@ -531,8 +543,12 @@ def main(args: argparse.Namespace) -> int:
             if step % args.log_every == 0:
                 # A non-finite loss is caught here (one sync per --log_every steps) and, at the latest, before the
                 # epoch's checkpoint is written, so a diverged model never overwrites the last good checkpoint.
-                if any_nonfinite(sums["loss"], info.distributed):
+                over = args.max_hours > 0 and train_seconds() >= args.max_hours * 3600
+                nonfinite, out_of_time = any_rank([~torch.isfinite(sums["loss"]), over], info.distributed, device)
+                if nonfinite:
                     return nan_exit(logger, writer, step, epoch, ckpt_path, info)
+                if out_of_time and info.is_main:
+                    logger.info("time budget of %g h used at step %d", args.max_hours, step)
                 if info.is_main:
                     vals = {k: (v / nb).item() for k, v in sums.items()}
                     bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
@@ -571,7 +587,7 @@ def main(args: argparse.Namespace) -> int:
                 writer.add_scalar(f"epoch/train_{k}", v, epoch + 1)
             writer.add_scalar("epoch/active_units", active, epoch + 1)
             writer.add_scalar("epoch/lr", lr, epoch + 1)
-            last = epoch_done == args.epochs or bool(args.max_steps and step >= args.max_steps)
+            last = epoch_done == args.epochs or bool(args.max_steps and step >= args.max_steps) or out_of_time
             if val_loader is not None and ((complete and epoch_done % args.eval_every == 0) or last):
                 periodic_iw = bool(args.iw_every) and complete and epoch_done % args.iw_every == 0
                 do_iw = args.iw_samples if (last or periodic_iw) else 0

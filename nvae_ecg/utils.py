@@ -6,9 +6,14 @@ an explicit opt-in, since reading it unpickles it fully. :func:`keep_freed_cpu_m
 freed tensors. The seeding, RNG-state and checkpoint helpers that this module held are re-exported from
 :mod:`nvae_ecg.run` for older imports.
 
+``python -m nvae_ecg.utils slim RUN/checkpoints/latest.pt OUT.pt`` keeps what the samplers read (weights, config,
+classes, bounds, provenance) and drops optimiser, scaler, RNG and discriminator states: the committed demo
+checkpoints (``scripts/make_demo_checkpoints.sh``) are written this way.
+
 Example::
 
     python -m nvae_ecg.utils convert --trusted runs/old/checkpoints/latest.pt   # old checkpoint -> plain data
+    python -m nvae_ecg.utils slim runs/cnvae/checkpoints/latest.pt demo/cnvae.pt  # sampler-only copy
 """
 
 from __future__ import annotations
@@ -84,8 +89,26 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | None = N
     return dst
 
 
+#: What a sampler (nvae_ecg.generate, pulse2pulse.generate) and the provenance in meta.json read from a checkpoint.
+SAMPLER_KEYS = ("kind", "generator", "model", "config", "classes", "bounds", "dataset", "epoch", "step", "g_step",
+                "train_seconds", "code_version", "torch_version")
+
+
+def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
+    """Write a sampler-only copy of a checkpoint (SAMPLER_KEYS; no optimiser, RNG or discriminator); returns it."""
+    ckpt = load_plain(src)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise SystemExit(f"error: {src} is not a checkpoint of this repository (no 'model' and 'config')")
+    slim = {k: ckpt[k] for k in SAMPLER_KEYS if k in ckpt}
+    # Contiguous copies: a state-dict tensor can be a view into a larger storage, which torch.save writes whole.
+    slim["model"] = {k: v.detach().clone().contiguous() for k, v in ckpt["model"].items()}
+    slim["slimmed_from"] = str(Path(src).name)
+    atomic_torch_save(slim, Path(dst))
+    return slim
+
+
 def main(argv=None) -> int:
-    """``python -m nvae_ecg.utils convert --trusted OLD.pt [--out NEW.pt]``: re-save an old checkpoint as plain data."""
+    """``convert --trusted OLD.pt [--out NEW.pt]`` (old checkpoint to plain data) or ``slim IN.pt OUT.pt``."""
     p = argparse.ArgumentParser(prog="python -m nvae_ecg.utils",
                                 description="Checkpoint maintenance of cNVAE-ECG and the GAN baselines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -96,7 +119,16 @@ def main(argv=None) -> int:
     c.add_argument("--trusted", action="store_true",
                    help="required: I trust this file (reading it unpickles it fully, which can run any code it holds)")
     c.add_argument("--no_backup", action="store_true", help="do not keep CHECKPOINT.bak when converting in place")
+    s = sub.add_parser("slim", help="write a sampler-only copy (weights, config, classes, bounds, provenance)")
+    s.add_argument("checkpoint", help="a checkpoint of nvae_ecg.train or pulse2pulse.train")
+    s.add_argument("out", help="where to write the sampler-only copy")
     args = p.parse_args(argv)
+    if args.command == "slim":
+        slim_checkpoint(args.checkpoint, args.out)
+        size = Path(args.out).stat().st_size
+        print(f"wrote {args.out} ({size / 2**20:.2f} MiB; {Path(args.checkpoint).stat().st_size / 2**20:.2f} MiB "
+              "before)")
+        return 0
     if not args.trusted:
         print(f"error: converting {args.checkpoint} unpickles it fully, which runs any code it carries; pass "
               "--trusted only for a file you or this repository wrote", file=sys.stderr)

@@ -189,3 +189,35 @@ def test_gradient_accumulation_counts_optimizer_steps(prepared, trained, tmp_pat
     assert "of 2 x 4 ECGs" in (tmp_path / "accum" / "log.txt").read_text()
     with pytest.raises(SystemExit):
         train.parse_args(["--data_dir", str(prepared), "--grad_accum_steps", "0"])
+
+
+def test_time_budget_stops_at_the_first_check_and_a_resume_stays_stopped(prepared, tmp_path):
+    """--max_hours (as pulse2pulse.train): checked every --log_every steps, the time used is saved and summed."""
+    args = _train_args(prepared, tmp_path, "budget", "--max_hours", "1e-9", "--save_every", "0")
+    assert train.main(args) == 0
+    ckpt = torch.load(tmp_path / "budget" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["train_seconds"] > 0  # --log_every 2: stopped at the first check
+    assert ckpt["batch_in_epoch"] == 2 and ckpt["epoch"] == 0
+    again = _train_args(prepared, tmp_path, "budget", "--max_hours", "1e-9", "--save_every", "0", "--resume")
+    assert train.main(again) == 0
+    after = torch.load(tmp_path / "budget" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert after["step"] == 2
+
+
+def test_slim_checkpoint_generates_the_same_ecgs_and_holds_no_optimiser(prepared, trained, tmp_path):
+    from nvae_ecg.utils import main as utils_main
+
+    full = trained / "straight" / "checkpoints" / "latest.pt"
+    slim = tmp_path / "slim.pt"
+    assert utils_main(["slim", str(full), str(slim)]) == 0
+    ckpt = torch.load(slim, map_location="cpu", weights_only=True)
+    assert not {"optimizer", "scaler", "rng", "args"} & set(ckpt)
+    assert slim.stat().st_size < full.stat().st_size
+    sets = []
+    for path in (full, slim):
+        out = tmp_path / path.stem
+        assert generate.main(generate.parse_args([
+            "--checkpoint", str(path), "--data_dir", str(prepared), "--task_type", "imbalance", "--factor", "0.02",
+            "--out_dir", str(out), "--batch_size", "16", "--device", "cpu", "--seed", "3"])) == 0
+        sets.append(np.asarray(read_samples(out).signals))
+    np.testing.assert_array_equal(sets[0], sets[1])
