@@ -25,6 +25,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
@@ -140,6 +141,25 @@ def any_rank(flags: Sequence[torch.Tensor | bool | float], distributed: bool, de
 def any_nonfinite(total: torch.Tensor, distributed: bool) -> bool:
     """Whether a device-side loss sum is non-finite on any process (one host synchronisation)."""
     return any_rank([~torch.isfinite(total)], distributed, total.device)[0]
+
+
+class TrainClock:
+    """Training seconds summed over resumes, and the ``--max_hours`` budget both trainers stop at (0: none)."""
+
+    def __init__(self, prev_seconds: float = 0.0, max_hours: float = 0.0) -> None:
+        self.prev_seconds, self.max_hours, self._start = float(prev_seconds), float(max_hours), time.time()
+
+    def seconds(self) -> float:
+        """Seconds trained, this process's run included."""
+        return self.prev_seconds + time.time() - self._start
+
+    def over(self) -> bool:
+        """Whether the budget is used up (never without one)."""
+        return self.max_hours > 0 and self.seconds() >= self.max_hours * 3600
+
+    def over_at_start(self) -> bool:
+        """Whether the resumed run had already used its budget."""
+        return self.max_hours > 0 and self.prev_seconds >= self.max_hours * 3600
 
 
 # ---- run folder ------------------------------------------------------------------------------------------------------

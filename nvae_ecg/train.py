@@ -48,9 +48,9 @@ from nvae_ecg.monitor import QualityMonitor, add_quality_args
 from nvae_ecg.objectives import (kl_balancer, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.run import (ResumableSampler, any_nonfinite, any_rank, autocast, check_run_folder, count_parameters,
-                          init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
-                          seed_everything, setup_run_dir, teardown)
+from nvae_ecg.run import (ResumableSampler, TrainClock, any_nonfinite, any_rank, autocast, check_run_folder,
+                          count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
+                          save_checkpoint, seed_everything, setup_run_dir, teardown)
 from nvae_ecg.utils import keep_freed_cpu_memory
 
 # Model flags take their defaults from the named configuration (--config) unless given.
@@ -469,19 +469,15 @@ def main(args: argparse.Namespace) -> int:
         logger.info("quality monitor every %d steps at t=%g: %s", args.quality_every, args.quality_temperature,
                     monitor.describe())
     quality_step = -1  # step of the last quality evaluation
-    t_start = time.time()
-
-    def train_seconds() -> float:
-        return prev_seconds + time.time() - t_start
-
-    out_of_time = args.max_hours > 0 and prev_seconds >= args.max_hours * 3600
+    clock = TrainClock(prev_seconds, args.max_hours)
+    out_of_time = clock.over_at_start()
 
     def quality() -> None:
         nonlocal quality_step
         core.eval()
         monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature), writer, logger, step,
                 device=device, title=f"t={args.quality_temperature:g}")
-        writer.add_scalar("quality/train_hours", train_seconds() / 3600, step)
+        writer.add_scalar("quality/train_hours", clock.seconds() / 3600, step)
         core.train()
         quality_step = step
 
@@ -495,7 +491,7 @@ def main(args: argparse.Namespace) -> int:
             "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
             "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-            "dataset": args.dataset, "train_seconds": train_seconds()}, ckpt_path, info,
+            "dataset": args.dataset, "train_seconds": clock.seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt" if periodic else None)
 
     model.train()
@@ -543,8 +539,8 @@ def main(args: argparse.Namespace) -> int:
             if step % args.log_every == 0:
                 # A non-finite loss is caught here (one sync per --log_every steps) and, at the latest, before the
                 # epoch's checkpoint is written, so a diverged model never overwrites the last good checkpoint.
-                over = args.max_hours > 0 and train_seconds() >= args.max_hours * 3600
-                nonfinite, out_of_time = any_rank([~torch.isfinite(sums["loss"]), over], info.distributed, device)
+                nonfinite, out_of_time = any_rank([~torch.isfinite(sums["loss"]), clock.over()], info.distributed,
+                                                  device)
                 if nonfinite:
                     return nan_exit(logger, writer, step, epoch, ckpt_path, info)
                 if out_of_time and info.is_main:

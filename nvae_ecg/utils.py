@@ -7,8 +7,8 @@ freed tensors. The seeding, RNG-state and checkpoint helpers that this module he
 :mod:`nvae_ecg.run` for older imports.
 
 ``python -m nvae_ecg.utils slim RUN/checkpoints/latest.pt OUT.pt`` keeps what the samplers read (weights, config,
-classes, bounds, provenance) and drops optimiser, scaler, RNG and discriminator states: the committed demo
-checkpoints (``scripts/make_demo_checkpoints.sh``) are written this way.
+classes, bounds, provenance) and drops optimiser, scaler, RNG and discriminator states (a third of the size for
+``demo``): a copy to share or commit that generates exactly what the full checkpoint does.
 
 Example::
 
@@ -96,6 +96,9 @@ SAMPLER_KEYS = ("kind", "generator", "model", "config", "classes", "bounds", "da
 
 def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
     """Write a sampler-only copy of a checkpoint (SAMPLER_KEYS; no optimiser, RNG or discriminator); returns it."""
+    if not Path(src).is_file():
+        raise SystemExit(f"error: checkpoint {src} does not exist (expected RUN/checkpoints/latest.pt of a "
+                         "training run)")
     ckpt = load_plain(src)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise SystemExit(f"error: {src} is not a checkpoint of this repository (no 'model' and 'config')")

@@ -40,9 +40,9 @@ from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.monitor import QualityMonitor, add_quality_args
-from nvae_ecg.run import (ResumableSampler, amp_dtype, any_rank, autocast, check_run_folder, count_parameters,
-                          init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
-                          seed_everything, setup_run_dir, teardown)
+from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
+                          count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
+                          save_checkpoint, seed_everything, setup_run_dir, teardown)
 from pulse2pulse.config import CONFIGS, COND_DISCRIMINATORS, MODELS, GANConfig, get_config
 from pulse2pulse.models import build_discriminator, build_generator
 from pulse2pulse.wgan import train_step
@@ -241,10 +241,8 @@ def main(args: argparse.Namespace) -> int:
         logger.info("quality monitor every %d steps: %s", args.quality_every, monitor.describe())
     quality_step = -1  # step of the last quality evaluation (its seconds count as training time, on every rank)
 
-    t_start = time.time()
-
-    def train_seconds() -> float:
-        return prev_seconds + time.time() - t_start
+    clock = TrainClock(prev_seconds, args.max_hours)
+    train_seconds = clock.seconds
 
     def quality() -> None:
         nonlocal quality_step
@@ -267,8 +265,7 @@ def main(args: argparse.Namespace) -> int:
 
     def should_stop(bad: torch.Tensor) -> tuple[bool, bool]:
         """(non-finite loss seen, time budget used up), agreed over all processes; one host sync."""
-        over = args.max_hours > 0 and train_seconds() >= args.max_hours * 3600
-        nonfinite, over_t = any_rank([bad, over], info.distributed, device)
+        nonfinite, over_t = any_rank([bad, clock.over()], info.distributed, device)
         return nonfinite, over_t
 
     keys = ("d_loss", "wasserstein", "gp", "d_real", "d_fake", "g_loss")
@@ -277,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
     d_core.train()
     if args.max_steps and step >= args.max_steps:
         stop_reason = "max_steps"
-    elif args.max_hours > 0 and prev_seconds >= args.max_hours * 3600:
+    elif clock.over_at_start():
         stop_reason = "time budget"
     for epoch in range(epoch0, args.epochs):
         if stop_reason:
