@@ -9,8 +9,8 @@ with ``stft_n_fft``/``stft_hop_length``/``stft_win_length``). Presets: ``paper``
 (paper Table V and the authors' training script: 12 channels, 4x4
 pre/post-processing, 3 latent scales with 20/10/5 groups of 5 latent channels, 20
 mixture components), ``small`` (a model that trains at a few steps per second on
-two CPU cores at length 5000), ``demo`` (``small`` with one logistic per lead, what the quickstart
-trains), ``tiny`` (unit tests), and their 2-D counterparts
+two CPU cores at length 5000), ``demo`` (``small`` with one logistic per lead and the beat-phase conditioning of
+:mod:`nvae_ecg.rhythm`, what the quickstart trains), ``tiny`` (unit tests), and their 2-D counterparts
 ``paper2d``, ``small2d`` and ``tiny2d``. ``paper2d`` keeps every Table V value but
 uses 2 instead of 4 pre/post-processing blocks: with 4 the 64 x 128 spectrogram
 grid would shrink to 4 x 8 at the first latent scale and the hierarchy would hold
@@ -103,6 +103,8 @@ class ModelConfig(DictConfig):
     stft_n_fft: int = 126
     stft_hop_length: int = 40
     stft_win_length: int = 126
+    # Extension (not in the paper): condition encoder and decoder on a beat-phase map (nvae_ecg.rhythm).
+    rhythm: bool = False
 
     def __post_init__(self) -> None:
         self.check_field_types()
@@ -152,6 +154,8 @@ class ModelConfig(DictConfig):
         if not 1 <= self.stft_hop_length <= self.stft_win_length:
             raise ValueError(f"ModelConfig.stft_hop_length must be in [1, stft_win_length={self.stft_win_length}], "
                              f"got {self.stft_hop_length}")
+        if self.rhythm and self.representation != "signal":
+            raise ValueError("ModelConfig.rhythm needs representation='signal' (the beat-phase map is 1-D)")
         if self.representation == "stft" and self.length <= self.stft_n_fft // 2:
             raise ValueError(f"ModelConfig.length={self.length} is too short for a centred STFT with "
                              f"stft_n_fft={self.stft_n_fft} (needs more than {self.stft_n_fft // 2} samples)")
@@ -216,8 +220,10 @@ _CONFIGS_1D: dict[str, ModelConfig] = {
 }
 # `small` with one logistic per lead instead of a 3-component mixture: with Adam at 3e-3 and warm-ups counted in
 # steps it reconstructs the demo ECGs within minutes on CPU, where `small` with the authors' schedule collapses
-# (BENCHMARKS.md, "Why cNVAE-ECG learned slowly"). The quickstart trains it.
-_CONFIGS_1D["demo"] = replace(_CONFIGS_1D["small"], num_mixture_dec=1)
+# (BENCHMARKS.md, "Why cNVAE-ECG learned slowly"); and the beat-phase map of nvae_ecg.rhythm, without which the
+# decoder's reach of ~50 samples cannot place beats at a rate (BENCHMARKS.md, "Why the demo had no rhythm").
+# Neither is the paper's. The quickstart trains it.
+_CONFIGS_1D["demo"] = replace(_CONFIGS_1D["small"], num_mixture_dec=1, rhythm=True)
 CONFIGS: dict[str, ModelConfig] = {
     **_CONFIGS_1D,
     # 2D-cNVAE-ECG (paper Sec. III-A): the same presets on the STFT; paper2d with 2 pre/post blocks (module docstring).

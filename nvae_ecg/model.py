@@ -67,6 +67,7 @@ from nvae_ecg.neural_operations import (
     group_by_weight_shape,
     normalized_weights_batched,
 )
+from nvae_ecg.rhythm import MAP_CHANNELS, RhythmModel, maps_from_signals
 from nvae_ecg.run import count_parameters  # noqa: F401  (re-exported: sizes of models built here)
 from nvae_ecg.stft import SpectrogramLikelihood, SpectrogramTransform
 
@@ -191,6 +192,15 @@ class AutoEncoder(nn.Module):
                 else:
                     post_cells.append(Cell(c_dec * mult, c_dec * mult, "normal", arch, se, ndim=nd))
         self.post_process = nn.Sequential(*post_cells)
+        # Beat-phase conditioning (cfg.rhythm, nvae_ecg.rhythm): the map enters the encoder at the stem and the
+        # decoder at the start of every scale (average-pooled to its length) and again at full resolution.
+        self.rhythm_model: Optional[RhythmModel] = None
+        if cfg.rhythm:
+            self.rhythm_model = RhythmModel(cfg.num_classes)
+            self.rhythm_to_enc = conv_nd(nd, MAP_CHANNELS, c_enc, 3, padding=1, bias=True)
+            dec_channels = [c_dec * top_mult // CHANNEL_MULT ** sc for sc in range(scales)] + [c_dec]
+            self.rhythm_to_dec = nn.ModuleList(conv_nd(nd, MAP_CHANNELS, c, 1, bias=True) for c in dec_channels)
+            self._rhythm_pool = [cfg.total_downsampling // 2 ** sc for sc in range(scales)] + [1]
         if mult != 1:  # guaranteed by ModelConfig (equal pre/post blocks); guards future edits
             raise RuntimeError(f"decoder ends at channel multiplier {mult}, expected 1")
         # 1-D: the 8-lead logistic mixture; 2-D: mean and log-scale of a Gaussian per spectrogram entry.
@@ -207,7 +217,7 @@ class AutoEncoder(nn.Module):
         self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, WeightNormConv))
         # Sampling runs the decoder alone: normalising the encoder's weights too would double its weight passes.
         decoder = (self.dec_cells, self.dec_sampler, self.dec_combiners, self.dec_up, self.post_process,
-                   self.output_layer)
+                   self.output_layer) + ((self.rhythm_to_dec,) if cfg.rhythm else ())
         self._dec_conv_groups = group_by_weight_shape(m for part in decoder for m in part.modules()
                                                       if isinstance(m, WeightNormConv))
         # False: every conv normalises its own weight per call, as NVAE and the authors' code do (benchmark reference).
@@ -253,6 +263,30 @@ class AutoEncoder(nn.Module):
             x = F.pad(x, self._pad_amounts, mode="replicate")
         return x
 
+    def _rhythm_input(self, rhythm: Optional[torch.Tensor], batch: int, x: Optional[torch.Tensor] = None,
+                      y: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """The padded rhythm map (B, 3, padded_length): given, detected in x, or drawn for y; None without cfg.rhythm."""
+        if self.rhythm_model is None:
+            if rhythm is not None:
+                raise ValueError("a rhythm map was given but this model has cfg.rhythm=False")
+            return None
+        if rhythm is None:
+            rhythm = (maps_from_signals(x) if x is not None
+                      else self.rhythm_model.sample_maps(y, self.cfg.length, generator=generator))
+        want = (batch, MAP_CHANNELS, self.cfg.length)
+        if tuple(rhythm.shape) != want:
+            raise ValueError(f"rhythm map must have shape {want} (nvae_ecg.rhythm.phase_map), got {tuple(rhythm.shape)}")
+        r = rhythm.to(device=self.stem.weight.device, dtype=self.stem.weight.dtype)
+        return F.pad(r, self._pad_amounts, mode="replicate") if any(self._pad_amounts) else r
+
+    def _add_rhythm(self, s: torch.Tensor, r: Optional[torch.Tensor], level: int) -> torch.Tensor:
+        """s plus the rhythm map's projection at decoder level (scale index, or num_latent_scales: full length)."""
+        if r is None:
+            return s
+        k = self._rhythm_pool[level]
+        return s + self.rhythm_to_dec[level](F.avg_pool1d(r, k, k) if k > 1 else r)
+
     def decoder_output(self, logits: torch.Tensor):
         """The decoder distribution of (cropped) logits: DiscMixLogistic8 (1-D) or SpectrogramLikelihood (2-D).
 
@@ -267,23 +301,28 @@ class AutoEncoder(nn.Module):
                                                       self.spectrogram.mask.unsqueeze(-1)), self.spectrogram)
 
     # ---- inference + generation ----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool = True) -> VAEOutput:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool = True,
+                rhythm: Optional[torch.Tensor] = None) -> VAEOutput:
         """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim).
 
         ``log_probs=False`` skips log q(z|x) and log p(z) (``None`` in the output), which only the importance-
-        weighted NLL needs; the training loss uses the analytic KL.
+        weighted NLL needs; the training loss uses the analytic KL. With ``cfg.rhythm`` the rhythm map
+        (B, 3, L) is ``rhythm`` or, by default, the one of the R peaks detected in x.
         """
         self._check_x(x)
         self._check_y(y, x.shape[0])
+        r = self._rhythm_input(rhythm, x.shape[0], x=x)
         with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
-            return self._forward(x, y, log_probs)
+            return self._forward(x, y, log_probs, r)
 
-    def _forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool) -> VAEOutput:
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool, r: Optional[torch.Tensor]) -> VAEOutput:
         h = self.class_features(y)
         x = x.to(self.stem.weight.dtype)
 
         # Bottom-up pass (NVAE AutoEncoder.forward); the class code is added to the stem output.
         s = self.stem(self._pad(x)) + self.class_to_enc(h.mean(dim=self._spatial_dims, keepdim=True))
+        if r is not None:
+            s = s + self.rhythm_to_enc(r)
         s = self.pre_process(s)
         enc_feats = []
         gi = 0
@@ -307,6 +346,7 @@ class AutoEncoder(nn.Module):
         s = h
         j = 0
         for sc in range(self.num_latent_scales):
+            s = self._add_rhythm(s, r, sc)
             for _ in range(self.groups_per_scale[self.num_latent_scales - sc - 1]):
                 if j > 0:
                     s = self.dec_cells[j - 1](s)
@@ -328,7 +368,7 @@ class AutoEncoder(nn.Module):
                 j += 1
             if sc < self.num_latent_scales - 1:
                 s = self.dec_up[sc](s)
-        s = self.post_process(s)
+        s = self._add_rhythm(self.post_process(s), r, self.num_latent_scales)
         logits = self.output_layer(s)[self._crop]
 
         kl_all, kl_diag = [], []
@@ -342,20 +382,27 @@ class AutoEncoder(nn.Module):
                 log_p = log_p + p.log_p(z).sum(dim=self._group_dims)
         return VAEOutput(logits, log_q, log_p, kl_all, kl_diag)
 
-    def sample_logits(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
-        """Decoder logits (B, 33 * M, cfg.length), 2-D (B, 32, F, T), for z drawn from the prior at temperature t."""
+    def sample_logits(self, y: torch.Tensor, t: float = 1.0, rhythm: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Decoder logits (B, 33 * M, cfg.length), 2-D (B, 32, F, T), for z drawn from the prior at temperature t.
+
+        With ``cfg.rhythm`` the rhythm map is ``rhythm`` or one drawn from the model's per-class rhythm statistics
+        (with ``generator``, a CPU torch.Generator, or the global RNG).
+        """
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
+        r = self._rhythm_input(rhythm, y.shape[0], y=y, generator=generator)
         with batched_weight_norm(self._dec_conv_groups if self.batch_weight_norm else ()):
-            return self._sample_logits(y, t)
+            return self._sample_logits(y, t, r)
 
-    def _sample_logits(self, y: torch.Tensor, t: float) -> torch.Tensor:
+    def _sample_logits(self, y: torch.Tensor, t: float, r: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = self.class_features(y)
         z_shape = (y.shape[0], self.cfg.num_latent_per_group, *self.top_shape)
         z = Normal.standard(s.new_zeros(z_shape), temp=t).sample()
         j = 0
         for sc in range(self.num_latent_scales):
+            s = self._add_rhythm(s, r, sc)
             for _ in range(self.groups_per_scale[self.num_latent_scales - sc - 1]):
                 if j > 0:
                     s = self.dec_cells[j - 1](s)
@@ -365,12 +412,12 @@ class AutoEncoder(nn.Module):
                 j += 1
             if sc < self.num_latent_scales - 1:
                 s = self.dec_up[sc](s)
-        s = self.post_process(s)
+        s = self._add_rhythm(self.post_process(s), r, self.num_latent_scales)
         return self.output_layer(s)[self._crop]
 
-    def sample(self, y: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+    def sample(self, y: torch.Tensor, t: float = 1.0, rhythm: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise (both ndim)."""
-        return self.decoder_output(self.sample_logits(y, t)).sample(t)
+        return self.decoder_output(self.sample_logits(y, t, rhythm)).sample(t)
 
     # ---- regularisers (NVAE Sec. 3.2 spectral regularisation; model.py) ----------------------------------------
     def batchnorm_loss(self) -> torch.Tensor:

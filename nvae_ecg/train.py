@@ -42,6 +42,7 @@ from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
 from nvae_ecg.config import ARCH_INSTANCES, CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.rhythm import fit_rhythm
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.monitor import QualityMonitor, add_quality_args
@@ -81,6 +82,7 @@ _MODEL_HELP = {
     "stft_n_fft": "STFT size with --representation stft (F = n_fft // 2 + 1 frequency bins)",
     "stft_hop_length": "STFT hop in samples with --representation stft (T = 1 + length // hop frames)",
     "stft_win_length": "Hann window length (<= n_fft) with --representation stft",
+    "rhythm": "condition on a beat-phase map (nvae_ecg.rhythm; an extension, on in the demo preset)",
 }
 _MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS}
 
@@ -429,6 +431,12 @@ def main(args: argparse.Namespace) -> int:
                                  generator=torch.Generator())
         n_fit = fit_normalization(core.spectrogram, norm_loader, total=len(norm_loader))
         logger.info("STFT normalisation (per channel and frequency) fitted on %d training ECGs", n_fit)
+    if resume is None and core.rhythm_model is not None:
+        # Beat-phase conditioning: per-class rhythm statistics of the training split, saved with the weights.
+        fit_rhythm(core.rhythm_model, train_ds, progress=info.is_main)
+        for name, row in core.rhythm_model.summary(train_ds.class_names).items():
+            logger.info("rhythm %-6s %4d records  median HR %5.1f bpm  R-R CV %.3f", name, row["records"],
+                        row["hr_bpm"], row["rr_cv"])
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
