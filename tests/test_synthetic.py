@@ -282,3 +282,17 @@ def test_t_wave_abnormality():
     tab = [t_level(["SR", "TAb"], 1000 + s) for s in range(8)]
     normal = [t_level(["SR"], 1100 + s) for s in range(8)]
     assert max(tab) < 0.12 and min(normal) > 0.05 and np.mean(normal) - np.mean(tab) > 0.2, (tab, normal)
+
+
+def test_age_and_sex_change_voltage_and_qt_without_changing_the_rest_of_the_record():
+    from nvae_ecg.data.synthetic import simulate_ecg
+
+    def sim(age, sex):
+        return simulate_ecg(("SR",), rng=np.random.default_rng(7), noise=False, age=age, sex=sex)
+
+    young_m, old_f, plain = sim(30, "Male"), sim(80, "Female"), sim(None, None)
+    assert np.array_equal(young_m.r_peaks_s, old_f.r_peaks_s)          # same beats: no extra RNG draw
+    lead_v5 = LEADS12.index("V5")
+    ratio = np.ptp(old_f.signal[lead_v5]) / np.ptp(young_m.signal[lead_v5])
+    assert 0.6 < ratio < 0.85                                          # older women: lower voltage
+    assert np.ptp(plain.signal[lead_v5]) != np.ptp(young_m.signal[lead_v5])

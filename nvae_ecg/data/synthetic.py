@@ -6,7 +6,8 @@ beat-to-beat RR process and projected onto lead vectors (I and III in the fronta
 horizontal plane). Only the 8 independent leads are simulated and noised; II, aVR, aVL and aVF follow from
 Einthoven/Goldberger (``nvae_ecg.leads``), so the identities hold up to int16 rounding. The 9 paper
 classes change the physiology (rate, RR irregularity, f-waves, PR, QRS axis, voltage, T polarity,
-pathological Q / ST changes); a few non-paper SNOMED codes (RBBB, LBBB, PAC) appear for readers to ignore.
+pathological Q / ST changes), and the header's age and sex scale QRS and T voltage and shift QTc and PR
+(``_apply_demographics``); a few non-paper SNOMED codes (RBBB, LBBB, PAC) appear for readers to ignore.
 Files mimic each source: ``OUT/ptb-xl/gN/HR00001.{hea,mat}`` (``mv`` in lower case, 1 uV resolution),
 ``OUT/georgia/gN/E00001.*`` (no ``# Sx`` line, 4.88 uV steps, 60 Hz mains, ~10 % of records 5-9 s),
 ``OUT/ningbo/gN/JS00001.*`` (no AF, 4.88 uV steps). Output is byte-identical for a seed whatever ``--workers``.
@@ -229,10 +230,28 @@ def _noise(n, fs, f_resp, mains_hz, rng):
     return x + np.exp(rng.uniform(np.log(0.003), np.log(0.03))) * emg / emg.std() * env
 
 
+def _apply_demographics(tpl: dict, age: float | None, sex: str | None) -> None:
+    """Age and sex trends of the adult ECG, so demographic conditioning has something to learn.
+
+    Directions and rough sizes after Rijnbeek et al. 2014 (J Electrocardiol 47:914) and Macfarlane 2018: QRS and
+    T voltage fall with age and are higher in men; QTc is ~15 ms longer in women and lengthens with age; PR
+    lengthens with age. No draw from the RNG, so a record's other features do not depend on its demographics.
+    """
+    years = 0.0 if age is None or not np.isfinite(age) else float(age) - 50.0
+    male = {"male": 1.0, "m": 1.0, "female": -1.0, "f": -1.0}.get(str(sex).strip().lower(), 0.0)
+    qrs_gain = float(np.clip((1.0 - 0.006 * years) * (1.0 + 0.08 * male), 0.6, 1.4))
+    t_gain = float(np.clip((1.0 - 0.004 * years) * (1.0 + 0.06 * male), 0.6, 1.4))
+    for wave in tpl["qrs"]:
+        wave[3] = qrs_gain * wave[3]
+    tpl["t_vec"] = t_gain * tpl["t_vec"]
+    tpl["qtc"] = tpl["qtc"] + 0.0003 * years - 0.0075 * male
+    tpl["pr"] = tpl["pr"] + 0.0004 * years
+
+
 def simulate_ecg(labels: Sequence[str], fs: float = FS, duration_s: float = 10.0,
                  rng: np.random.Generator | None = None, extra_codes: Sequence[str] = (), noise: bool = True,
-                 mains_hz: float = 50.0) -> SimulatedEcg:
-    """Simulate a 12-lead ECG (mV) with the physiology of the given classes; returns a SimulatedEcg."""
+                 mains_hz: float = 50.0, age: float | None = None, sex: str | None = None) -> SimulatedEcg:
+    """Simulate a 12-lead ECG (mV) with the physiology of the given classes (and age/sex); returns a SimulatedEcg."""
     rng = np.random.default_rng() if rng is None else rng
     labs = _normalise_labels(labels)
     extras = set()
@@ -256,6 +275,7 @@ def simulate_ecg(labels: Sequence[str], fs: float = FS, duration_s: float = 10.0
             break
     else:
         raise RuntimeError(f"could not draw a QRS axis consistent with labels {sorted(labs)}")
+    _apply_demographics(tpl, age, sex)
     d = np.zeros((3, n))
     resp_ph = rng.uniform(0, 2 * np.pi)
     for k, tr in enumerate(times):
@@ -334,7 +354,7 @@ def _make_record(job) -> dict:
     older = 8 if {"AF", "MI", "LVH"} & set(labs) else 0
     age = int(np.clip(round(rng.normal(age_mean + older, age_sd)), age_min, 95))
     sex = "Male" if rng.random() < 0.5 else "Female"
-    sim = simulate_ecg(labs, FS, duration_s, rng, extras, mains_hz=spec.mains_hz)
+    sim = simulate_ecg(labs, FS, duration_s, rng, extras, mains_hz=spec.mains_hz, age=age, sex=sex)
     x = np.clip(_quantise(sim.signal, spec.adc_uv), -32.0, 32.0)
     codes = [PAPER_CLASSES[class_index(c)].snomed for c in labs] + [EXTRA_CODES[e] for e in extras]
     codes = [codes[i] for i in rng.permutation(len(codes))]  # real headers list codes in no fixed order
