@@ -6,7 +6,8 @@
 #   PREPARED_DIR    prepared data (scripts/prepare_data.sh)
 #   GENERATED_ROOT  one generated-sample folder per generator and task: cnvae and nvae2d (2D-cNVAE-ECG) from
 #                   scripts/generate_samples.sh (GENERATOR=cnvae|nvae2d), wavegan_star and pulse2pulse from
-#                   scripts/generate_gan_samples.sh; grouped by the generator/task_type fields of their meta.json
+#                   scripts/generate_gan_samples.sh, sssd_ecg from scripts/generate_sssd_samples.sh; grouped by the
+#                   generator/task_type fields of their meta.json (any generator name is picked up)
 #   RESULTS_DIR     enrich_pretrain.json, pretrained/ checkpoints, TensorBoard events and report/
 # Environment (defaults = paper; shrink them for smoke runs):
 #   EPOCHS=50 PRETRAIN_EPOCHS=$EPOCHS BATCH_SIZE=128 LR=1e-3 WEIGHT_DECAY=1e-2 SEEDS="0 1 2" ARCH=xresnet1d101

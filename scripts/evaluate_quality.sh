@@ -5,7 +5,8 @@
 # Usage: scripts/evaluate_quality.sh [PREPARED_DIR] [GENERATED_ROOT] [OUT_DIR]
 #   PREPARED_DIR    prepared data (scripts/prepare_data.sh); its train/val/test splits are the real reference
 #   GENERATED_ROOT  one generated-sample folder per generator and task (scripts/generate_samples.sh,
-#                   scripts/generate_gan_samples.sh); grouped by the generator field of their meta.json
+#                   scripts/generate_gan_samples.sh, scripts/generate_sssd_samples.sh); grouped by the generator field of
+#                   their meta.json (any generator name, sssd_ecg included)
 #   OUT_DIR         quality.json, quality.md, quality_*.png and classifier.pt
 # Environment (defaults = the paper's classifier, Table IV; shrink them for smoke runs):
 #   CLASSIFIER_CKPT=OUT_DIR/classifier.pt (reused when it exists, else trained and saved there)
