@@ -4,7 +4,9 @@ cNVAE-ECG's decoder reaches ~50-200 samples from one position of its top latent 
 samples at 500 Hz (BENCHMARKS.md, "Why the demo had no rhythm"), so with an i.i.d. top prior it cannot place beats
 at a rate. The ``rhythm`` option of :class:`nvae_ecg.config.ModelConfig` (an extension, not in the paper) hands the
 network a rhythm map instead: for every sample, the cosine and sine of its phase in the current R-R interval and
-the log of that interval in seconds (3 channels). In training the map comes from R peaks detected in the input
+the log of that interval in seconds, the time since the last and until the next R peak, and Gaussian bumps
+at the R peaks (``MAP_CHANNELS``). A cosine of the phase alone is nearly flat around a QRS (cos 0.3 = 0.96); the
+time and bump channels give a waveform's sharp, timed parts a sharp input that a few convolutions can shape. In training the map comes from R peaks detected in the input
 ECG (:func:`detect_peaks`, the quality report's detector, ~3 ms per ECG); in generation from
 :class:`RhythmModel`, which stores per class the mean and spread of the log mean R-R interval and of the R-R
 coefficient of variation, fitted on the training split (sinus tachycardia fast, atrial fibrillation irregular).
@@ -29,8 +31,12 @@ from nvae_ecg.ecg_stats import r_peaks_of_lead
 
 #: sampling rate the detector and the maps assume (the Challenge 2021 data are resampled to it by prepare).
 FS = 500
-#: channels of a rhythm map: cos(phase), sin(phase), log(R-R interval / s).
-MAP_CHANNELS = 3
+#: widths (s) of the Gaussian bumps at the R peaks in a rhythm map: QRS, its surroundings, P/ST reach.
+BUMP_WIDTHS = (0.01, 0.03, 0.08)
+#: channels of a rhythm map: cos and sin of the phase in the R-R interval, log(R-R / s), time since the last and
+#: until the next R peak (s), signed time to the nearest R peak (s, clipped), one Gaussian bump per BUMP_WIDTHS.
+MAP_CHANNELS = 6 + len(BUMP_WIDTHS)
+_NEAREST_CLIP = 0.3  # s: P waves and ST segments lie within this of their R peak
 #: shortest and longest R-R interval drawn or assumed (s): 240 and 24 bpm.
 RR_MIN, RR_MAX = 0.25, 2.5
 #: R-R interval assumed where fewer than two beats are found (s).
@@ -59,7 +65,7 @@ def rr_intervals(peaks: np.ndarray, fs: int = FS) -> np.ndarray:
 
 
 def phase_map(peaks: Sequence[int], length: int, fs: int = FS) -> np.ndarray:
-    """Rhythm map (3, length) float32 of R peaks: cos and sin of the phase in the R-R interval, log R-R (s)."""
+    """Rhythm map (MAP_CHANNELS, length) float32 of R peaks (sample indices); see MAP_CHANNELS for the channels."""
     p = np.unique(np.asarray(peaks, dtype=np.float64))
     if p.size < 2:
         # One beat or none: a 1 s rhythm through the beat (or through sample 0).
@@ -72,13 +78,17 @@ def phase_map(peaks: Sequence[int], length: int, fs: int = FS) -> np.ndarray:
     t = np.arange(length, dtype=np.float64)
     k = np.searchsorted(ext, t, side="right") - 1
     rr = ext[k + 1] - ext[k]
-    phase = 2.0 * np.pi * (t - ext[k]) / rr
+    since, until = (t - ext[k]) / fs, (ext[k + 1] - t) / fs
+    phase = 2.0 * np.pi * since * fs / rr
     log_rr = np.log(np.clip(rr / fs, RR_MIN, RR_MAX))
-    return np.stack([np.cos(phase), np.sin(phase), log_rr]).astype(np.float32)
+    nearest = np.where(since <= until, -since, until)  # > 0 before a peak, < 0 after it
+    bumps = [np.exp(-0.5 * (nearest / w) ** 2) for w in BUMP_WIDTHS]
+    return np.stack([np.cos(phase), np.sin(phase), log_rr, np.minimum(since, RR_MAX), np.minimum(until, RR_MAX),
+                     np.clip(nearest, -_NEAREST_CLIP, _NEAREST_CLIP), *bumps]).astype(np.float32)
 
 
 def maps_from_signals(x: torch.Tensor, fs: int = FS) -> torch.Tensor:
-    """Rhythm maps (B, 3, L) of ECGs x (B, 8, L), from their detected R peaks (no gradient)."""
+    """Rhythm maps (B, MAP_CHANNELS, L) of ECGs x (B, 8, L), from their detected R peaks (no gradient)."""
     xs = x.detach().float().cpu().numpy()
     maps = np.stack([phase_map(detect_peaks(e, fs), xs.shape[-1], fs) for e in xs])
     return torch.from_numpy(maps).to(device=x.device)
@@ -176,7 +186,7 @@ class RhythmModel(nn.Module):
 
     def sample_maps(self, y: torch.Tensor, length: int, fs: int = FS,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Rhythm maps (B, 3, length) on y's device for one drawn rhythm per label vector of y."""
+        """Rhythm maps (B, MAP_CHANNELS, length) on y's device for one drawn rhythm per label vector of y."""
         peaks = self.sample_peaks(y, length, fs, generator)
         maps = np.stack([phase_map(p, length, fs) for p in peaks])
         return torch.from_numpy(maps).to(device=y.device)

@@ -13,7 +13,7 @@ from nvae_ecg.config import get_config
 from nvae_ecg.data.synthetic import simulate_ecg
 from nvae_ecg.leads import LEADS12
 from nvae_ecg.model import AutoEncoder
-from nvae_ecg.rhythm import FS, RhythmModel, detect_peaks, maps_from_signals, phase_map
+from nvae_ecg.rhythm import FS, MAP_CHANNELS, RhythmModel, detect_peaks, maps_from_signals, phase_map
 
 EIGHT = [LEADS12.index(n) for n in ("I", "III", "V1", "V2", "V3", "V4", "V5", "V6")]
 SR, AF, STACH, SB = (CLASS_ABBREVS.index(n) for n in ("SR", "AF", "STach", "SB"))
@@ -22,7 +22,7 @@ SR, AF, STACH, SB = (CLASS_ABBREVS.index(n) for n in ("SR", "AF", "STach", "SB")
 def test_phase_map_is_zero_phase_at_every_peak_and_half_way_between():
     peaks = [100, 600, 1000, 1500]
     m = phase_map(peaks, 2000)
-    assert m.shape == (3, 2000) and m.dtype == np.float32
+    assert m.shape == (MAP_CHANNELS, 2000) and m.dtype == np.float32
     for p in peaks:
         assert m[0, p] == pytest.approx(1.0, abs=1e-6) and m[1, p] == pytest.approx(0.0, abs=1e-6)
     assert m[0, 350] == pytest.approx(-1.0, abs=1e-6)        # middle of the 500-sample interval
@@ -32,6 +32,11 @@ def test_phase_map_is_zero_phase_at_every_peak_and_half_way_between():
     # Before the first and after the last beat the neighbouring interval continues the rhythm.
     assert m[0, 1500 + 250] == pytest.approx(-1.0, abs=1e-6) and m[2, 1900] == pytest.approx(math.log(1.0), abs=1e-6)
     assert m[0, 0] == pytest.approx(math.cos(2 * math.pi * (1 - 100 / 500)), abs=1e-5)
+    # Time since the last and until the next beat (s), signed time to the nearest, bumps peaking at each beat.
+    assert m[3, 700] == pytest.approx(100 / FS) and m[4, 700] == pytest.approx(300 / FS)
+    assert m[5, 590] == pytest.approx(10 / FS) and m[5, 610] == pytest.approx(-10 / FS)
+    assert m[5, 800] == pytest.approx(-0.3)                   # clipped far from any beat
+    assert (m[6:, 600] == 1.0).all() and (m[6:, 610] < 1.0).all() and m[6, 650] < 1e-3 < m[8, 650]
     # No beat: a 1 s rhythm from sample 0, not an error.
     empty = phase_map([], 1000)
     assert empty[0, 0] == pytest.approx(1.0) and empty[0, 125] == pytest.approx(0.0, abs=1e-6)
@@ -95,7 +100,7 @@ def test_rhythm_model_fits_rate_and_irregularity_per_class_and_samples_them():
     again = model.sample_peaks(ys[:3], 5000, generator=torch.Generator().manual_seed(1))
     assert all(np.array_equal(a, b) for a, b in zip(again, drawn[:3]))
     maps = model.sample_maps(ys[:3], 5000, generator=torch.Generator().manual_seed(1))
-    assert maps.shape == (3, 3, 5000)
+    assert maps.shape == (3, MAP_CHANNELS, 5000)
 
 
 def test_rhythm_model_refuses_to_fit_signals_without_beats():
