@@ -8,7 +8,8 @@ the share of generated ECGs with detectable R peaks first reached ``--r_peaks``
 (0.9) and until the median heart rates first ordered SB < SR < STach, with the
 values at the last evaluation. This is the figure a user cares about more than a
 step time: the runs of one comparison should share the machine and the wall-clock
-budget (``scripts/time_to_quality.sh``). Writes a Markdown table and a JSON file.
+budget (``scripts/make_demo_checkpoints.sh`` trains its runs side by side). Writes a Markdown table, a JSON file
+and a figure of the learning curves (R-peak share, heart-rate error, PSD distance against minutes).
 
 Example::
 
@@ -126,6 +127,34 @@ def markdown_table(rows: Sequence[TimeToQuality], r_peaks: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: (tag, axis label) of the curves in the figure, in panel order.
+_PLOTTED = (("r_peaks", "ECGs with R peaks"), ("hr_error", "median |HR - real| (bpm)"),
+            ("psd_js", "Welch-PSD JS distance"))
+
+
+def plot_curves(curves: Sequence[QualityCurve], path: str | Path) -> Path:
+    """Learning curves of the runs against minutes, one panel per quality figure, written atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nvae_ecg.plot import save_figure
+
+    fig, axes = plt.subplots(1, len(_PLOTTED), figsize=(4.2 * len(_PLOTTED), 3.2), squeeze=False)
+    for ax, (tag, label) in zip(axes[0], _PLOTTED):
+        for c in curves:
+            pts = c.points.get(tag, [])
+            if pts:
+                ax.plot([p[0] for p in pts], [p[2] for p in pts], marker=".",
+                        label=f"{Path(c.run).name} ({c.generator})")
+        ax.set_xlabel("minutes since the start of the run")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description="Minutes until each run's generated ECGs passed the quality marks.",
@@ -133,7 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("runs", nargs="+", help="run folders (ROOT/SAVE of nvae_ecg.train or pulse2pulse.train)")
     p.add_argument("--r_peaks", type=float, default=0.9, help="share of ECGs with detectable R peaks to reach")
     p.add_argument("--out", default=None,
-                   help="write OUT.md and OUT.json (default: print the table only)")
+                   help="write OUT.md, OUT.json and the learning curves OUT.png (default: print the table only)")
     return p.parse_args(argv)
 
 
@@ -142,10 +171,11 @@ def main(args: argparse.Namespace) -> int:
     if not 0.0 < args.r_peaks <= 1.0:
         print(f"error: --r_peaks must be in (0, 1], got {args.r_peaks}", file=sys.stderr)
         return 2
-    rows = []
+    rows, curves = [], []
     for run in args.runs:
         try:
-            rows.append(time_to_quality(read_curve(run), args.r_peaks))
+            curves.append(read_curve(run))
+            rows.append(time_to_quality(curves[-1], args.r_peaks))
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -155,6 +185,7 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out)
         atomic_write_text(out.with_suffix(".md"), table)
         atomic_write_json(out.with_suffix(".json"), {"r_peaks": args.r_peaks, "runs": [asdict(r) for r in rows]})
+        plot_curves(curves, out.with_suffix(".png"))
     return 0
 
 

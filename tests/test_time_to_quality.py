@@ -47,6 +47,7 @@ def test_cli_writes_table_and_json_and_refuses_a_folder_without_events(tmp_path,
     assert TQ.main(TQ.parse_args([str(run), "--out", str(tmp_path / "ttq")])) == 0
     assert json.loads((tmp_path / "ttq.json").read_text())["runs"][0]["minutes_to_r_peaks"] == pytest.approx(1.0)
     assert (tmp_path / "ttq.md").read_text().startswith("| run |")
+    assert (tmp_path / "ttq.png").stat().st_size > 5_000  # the learning-curve figure
     (tmp_path / "empty").mkdir()
     assert TQ.main(TQ.parse_args([str(tmp_path / "empty")])) == 2
     assert "no TensorBoard events file" in capsys.readouterr().err
