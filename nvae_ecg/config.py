@@ -34,6 +34,8 @@ ARCH_INSTANCES = ("res_bnelu", "res_bnswish")
 #: What the network models: the 8-lead signal (1-D NVAE) or its STFT (2-D NVAE), with their dimensionality.
 REPRESENTATIONS = ("signal", "stft")
 REPRESENTATION_NDIM = {"signal": 1, "stft": 2}
+#: What the network is conditioned on: the paper's classes, the demographic vector of nvae_ecg.demographics, or both.
+CONDITIONS = ("classes", "demographics", "both")
 
 
 class DictConfig:
@@ -105,6 +107,8 @@ class ModelConfig(DictConfig):
     stft_win_length: int = 126
     # Extension (not in the paper): condition encoder and decoder on a beat-phase map (nvae_ecg.rhythm).
     rhythm: bool = False
+    # Extension (not in the paper): condition on age/sex (nvae_ecg.demographics) instead of or besides the classes.
+    condition: str = "classes"
 
     def __post_init__(self) -> None:
         self.check_field_types()
@@ -154,11 +158,23 @@ class ModelConfig(DictConfig):
         if not 1 <= self.stft_hop_length <= self.stft_win_length:
             raise ValueError(f"ModelConfig.stft_hop_length must be in [1, stft_win_length={self.stft_win_length}], "
                              f"got {self.stft_hop_length}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"ModelConfig.condition={self.condition!r} is unknown; choose one of {CONDITIONS}")
         if self.rhythm and self.representation != "signal":
             raise ValueError("ModelConfig.rhythm needs representation='signal' (the beat-phase map is 1-D)")
         if self.representation == "stft" and self.length <= self.stft_n_fft // 2:
             raise ValueError(f"ModelConfig.length={self.length} is too short for a centred STFT with "
                              f"stft_n_fft={self.stft_n_fft} (needs more than {self.stft_n_fft // 2} samples)")
+
+    @property
+    def uses_classes(self) -> bool:
+        """Whether the class code (the per-class top feature maps) conditions the model."""
+        return self.condition in ("classes", "both")
+
+    @property
+    def uses_demographics(self) -> bool:
+        """Whether the demographic vector (age z-score, age missing, male, female) conditions the model."""
+        return self.condition in ("demographics", "both")
 
     @property
     def total_downsampling(self) -> int:

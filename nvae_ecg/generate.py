@@ -24,6 +24,12 @@ that combination at that temperature (BatchNorm momentum 0.05 as trained), then 
 combination's ECGs drawn at the same temperature. ``scripts/generate_samples.sh`` uses
 ``authors`` by default so generated sets compare with the paper's.
 
+Demographics (an extension, models trained with ``--condition demographics`` or ``both``): every ECG is generated
+for a target age and sex, fixed with ``--age 70 --sex F`` (either alone fixes that one) or, by default, drawn from
+the training split jointly with its label combination (:class:`nvae_ecg.demographics.DemographicPool`); the targets
+are written per ECG to ``conditions.npy`` in the same atomic folder. A model trained with ``--condition classes``
+(the paper's) refuses ``--age``/``--sex`` and its sets carry no ``conditions.npy``.
+
 Example::
 
     python -m nvae_ecg.generate --checkpoint runs/demo/checkpoints/latest.pt --data_dir prepared \\
@@ -44,7 +50,9 @@ from tqdm import tqdm
 from nvae_ecg.classes import NUM_CLASSES, resolve_classes
 from nvae_ecg.config import ModelConfig
 from nvae_ecg.counts import PlanItem, plan_to_labels
-from nvae_ecg.generation import add_common_args, bounds_from_checkpoint, build_plan, write_generated
+from nvae_ecg.demographics import add_demographic_args
+from nvae_ecg.generation import (DemographicTargets, add_common_args, bounds_from_checkpoint, build_plan,
+                                 demographic_targets, demographics_meta, write_generated)
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.run import load_checkpoint, load_plain, resolve_device
 
@@ -66,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Generate ECGs with a trained cNVAE-ECG.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)
+    add_demographic_args(p)
     p.add_argument("--protocol", default="plain", choices=PROTOCOLS,
                    help="plain: --temperature (or --temperature_range) with the checkpoint's BatchNorm statistics "
                         "(--readjust_bn: re-estimated once); authors: per label combination a temperature from "
@@ -105,14 +114,20 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device):
     return model, ckpt, class_cols
 
 
+def _demographics_of(targets: DemographicTargets | None, rows: np.ndarray, device: torch.device):
+    """Condition vectors drawn for label rows (None for a model without demographics)."""
+    return None if targets is None else targets.vectors(*targets.draw(rows), device)
+
+
 @torch.no_grad()
 def readjust_bn(model: AutoEncoder, label_pool: np.ndarray, iters: int, batch_size: int, t: float,
-                device: torch.device, rng: np.random.Generator) -> None:
+                device: torch.device, rng: np.random.Generator, targets: DemographicTargets | None = None) -> None:
     """Re-estimate BN running statistics from the model's own samples (NVAE evaluate.py, set_bn)."""
     model.train()
     for _ in tqdm(range(iters), desc="readjust BN", leave=False):
         rows = label_pool[rng.integers(0, len(label_pool), size=batch_size)]
-        model.sample_logits(torch.as_tensor(rows, dtype=torch.float32, device=device), t)
+        model.sample_logits(torch.as_tensor(rows, dtype=torch.float32, device=device), t,
+                            demographics=_demographics_of(targets, rows, device))
     model.eval()
 
 
@@ -141,14 +156,15 @@ def load_batchnorm_state(model: nn.Module, state: list[tuple[torch.Tensor, torch
 
 @torch.no_grad()
 def readjust_bn_combination(model: AutoEncoder, row: np.ndarray, iters: int, batch_size: int, t: float,
-                            device: torch.device) -> None:
+                            device: torch.device, targets: DemographicTargets | None = None) -> None:
     """The authors' set_bn for one label combination: ``iters`` train-mode sampling passes of ``batch_size`` copies."""
     # As in generate_signals.py (and NVAE's evaluate.py): train mode only, the layers' own momentum (0.05), so the
     # running statistics become an exponential average over the passes that starts from the current ones.
-    y = torch.as_tensor(np.tile(np.asarray(row, dtype=np.float32), (batch_size, 1)), device=device)
+    rows = np.tile(np.asarray(row, dtype=np.float32), (batch_size, 1))
+    y = torch.as_tensor(rows, device=device)
     model.train()
     for _ in range(iters):
-        model.sample_logits(y, t)
+        model.sample_logits(y, t, demographics=_demographics_of(targets, rows, device))
     model.eval()
 
 
@@ -194,6 +210,7 @@ def main(args: argparse.Namespace) -> int:
     model, ckpt, class_cols = load_model(args.checkpoint, device)
     name = generator_name(args.generator_name, model.cfg, args.checkpoint)
     plan = build_plan(args, ckpt, class_cols)
+    targets = demographic_targets(args, ckpt, class_cols, model.cfg.uses_demographics)
     before_item, bn_batch = None, None
     if args.protocol == "authors":
         given = [f for f, v in (("--temperature", args.temperature), ("--temperature_range", args.temperature_range),
@@ -210,7 +227,7 @@ def main(args: argparse.Namespace) -> int:
             # trained statistics, not from the previous combination's.
             load_batchnorm_state(model, trained_bn)
             readjust_bn_combination(model, np.asarray(item.labels)[list(class_cols)], args.num_iters, bn_batch, t,
-                                    device)
+                                    device, targets)
     else:
         args.temperature = 1.0 if args.temperature is None else args.temperature
         temps = np.full(len(plan), args.temperature)
@@ -220,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
             bn_batch = args.bn_batch_size or args.batch_size
             if plan:
                 readjust_bn(model, plan_to_labels(plan, NUM_CLASSES)[:, class_cols], args.num_iters, bn_batch,
-                            float(temps.mean()), device, rng)
+                            float(temps.mean()), device, rng, targets)
     authors = args.protocol == "authors"
     meta = {"generator": name, "representation": model.cfg.representation, "task_type": args.task_type,
             "factor": args.factor, "checkpoint": str(args.checkpoint), "protocol": args.protocol,
@@ -230,9 +247,19 @@ def main(args: argparse.Namespace) -> int:
             "readjust_bn": bn_batch is not None, "bn_iters": args.num_iters if bn_batch is not None else None,
             "bn_batch_size": bn_batch, "bn_per_combination": authors, "model_classes": ckpt["classes"],
             "model_config": ckpt["config"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
-            "bounds": ckpt["bounds"], "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version")}
-    return write_generated(lambda y, t: model.sample(y, t=t), plan, class_cols, bounds_from_checkpoint(ckpt), args,
-                           meta, model.cfg.length, device, temps, before_item=before_item)
+            "bounds": ckpt["bounds"], "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version"),
+            "condition": model.cfg.condition, "demographics": demographics_meta(targets, ckpt)}
+    if targets is None:
+        def sample_fn(y, t):
+            return model.sample(y, t=t)
+    else:
+        def sample_fn(y, t, c):
+            return model.sample(y, t=t, demographics=c)
+    code = write_generated(sample_fn, plan, class_cols, bounds_from_checkpoint(ckpt), args, meta, model.cfg.length,
+                           device, temps, before_item=before_item, targets=targets)
+    if targets is not None:
+        targets.report_widened(class_cols)
+    return code
 
 
 if __name__ == "__main__":

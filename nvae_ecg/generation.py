@@ -6,7 +6,9 @@ a batch of [0, 1] 8-lead ECGs is drawn for a label batch. Everything
 else lives here once: the common command-line flags, the plan of label combinations
 and counts (:func:`nvae_ecg.counts.generation_plan` on the training split, or
 ``--labels``/``--count``), the mapping to 12-lead mV with the normalisation bounds
-and the lead algebra, and atomic output in the generated-sample format or as WFDB
+and the lead algebra, the target demographics of models conditioned on them
+(:class:`DemographicTargets`: ``--age``/``--sex`` or drawn from the training split with the labels, written per ECG
+into ``conditions.npy`` of the same atomic folder), and atomic output in the generated-sample format or as WFDB
 records.
 
 Example::
@@ -31,15 +33,108 @@ from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
 from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
+from nvae_ecg.demographics import DemographicPool, DemographicStats, condition_matrix
 from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.run import resolve_device  # noqa: F401  (re-exported: nvae_ecg.bench imports it from here)
-from nvae_ecg.samples import SampleWriter
+from nvae_ecg.samples import CONDITIONS_FILE, SampleWriter, make_conditions
 
 #: sample_fn(y, t) -> (B, 8, L) tensor in [0, 1] for a (B, K) float label tensor over the model's classes.
 SampleFn = Callable[[torch.Tensor, float], torch.Tensor]
 #: before_item(item, t): called once per label combination, just before its first batch is drawn.
 BeforeItemFn = Callable[[PlanItem, float], None]
+#: With demographic targets, sample_fn(y, t, c) also takes the (B, 4) condition vectors (condition_matrix).
+DemographicSampleFn = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
+
+
+class DemographicTargets:
+    """The requested (age, sex) of every generated ECG: fixed (``--age``/``--sex``) or drawn with its labels.
+
+    Draws come from :class:`nvae_ecg.demographics.DemographicPool` (the training split jointly with the label
+    combination) with a private seeded generator, so they never shift the samplers' torch or numpy streams; a fixed
+    ``age``/``sex`` is repeated and the other attribute drawn among matching records. ``pool`` may be None only when
+    both are fixed. :meth:`vectors` turns targets into the model's 4-d vectors with the training statistics.
+    """
+
+    def __init__(self, stats: DemographicStats, pool: DemographicPool | None, age: float | None, sex: str | None,
+                 seed: int):
+        if pool is None and (age is None or sex is None):
+            raise ValueError("drawing demographics needs a DemographicPool (or fix both age and sex)")
+        self.stats, self.pool, self.age, self.sex = stats, pool, age, sex
+        self.rng = np.random.default_rng(seed)
+        self.widened: dict[tuple, str] = {}  # label rows whose draw had to leave the exact combination
+
+    @property
+    def mode(self) -> str:
+        """How the targets are chosen, in words (meta.json)."""
+        if self.pool is None:
+            return "fixed"
+        fixed = [f"{k} {v}" for k, v in (("age", self.age), ("sex", self.sex)) if v is not None]
+        return "drawn from the training split with the labels" + (f" (fixed {', '.join(fixed)})" if fixed else "")
+
+    def draw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ages float64, sexes '<U1') for label rows (B, K) over the model's classes, in row order."""
+        rows = np.asarray(rows).round().astype(np.uint8)
+        n = rows.shape[0]
+        if self.pool is None:
+            return np.full(n, float(self.age)), np.full(n, self.sex, dtype="<U1")
+        ages, sexes = np.zeros(n), np.full(n, "", dtype="<U1")
+        # One pool draw per distinct row, in order of first appearance (a driver batch holds a single row).
+        uniq, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        for u in np.argsort(first):
+            where = np.flatnonzero(inverse.reshape(-1) == u)
+            a, s = self.pool.draw(uniq[u], where.size, self.rng, age=self.age, sex=self.sex)
+            ages[where], sexes[where] = a, s
+            if self.pool.last_scope != "exact":
+                self.widened[tuple(uniq[u].tolist())] = self.pool.last_scope
+        return ages, sexes
+
+    def vectors(self, ages: np.ndarray, sexes: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, 4) float32 condition vectors of targets (age z-score with the training statistics)."""
+        return torch.from_numpy(condition_matrix(ages, sexes, self.stats)).to(device)
+
+    def report_widened(self, class_cols: Sequence[int]) -> None:
+        """Print the label combinations whose demographics came from a wider scope than the exact combination."""
+        for row, scope in self.widened.items():
+            names = "+".join(CLASS_ABBREVS[c] for c, v in zip(class_cols, row) if v) or "none"
+            print(f"note: no training record with a known age and sex carries exactly {names}; its demographics "
+                  f"were drawn from the {scope} scope")
+
+
+def demographic_targets(args: argparse.Namespace, ckpt: dict, class_cols: Sequence[int],
+                        uses_demographics: bool) -> DemographicTargets | None:
+    """Targets from ``--age``/``--sex`` (add_demographic_args) and the training split; None for a model without.
+
+    A model trained without demographics refuses ``--age``/``--sex`` (SystemExit naming the checkpoint);
+    drawing needs ``--data_dir`` unless both are given.
+    """
+    age, sex = getattr(args, "age", None), getattr(args, "sex", None)
+    fixed = [f for f, v in (("--age", age), ("--sex", sex)) if v is not None]
+    if not uses_demographics:
+        if fixed:
+            raise SystemExit(f"error: {args.checkpoint} was trained without demographics (condition "
+                             f"{ckpt.get('condition', ckpt.get('config', {}).get('condition', 'classes'))!r}); it "
+                             f"cannot honour {', '.join(fixed)}")
+        return None
+    if "demographics" not in ckpt:
+        raise SystemExit(f"error: {args.checkpoint} is conditioned on demographics but stores no 'demographics' "
+                         "statistics (a checkpoint of an older version?)")
+    stats = DemographicStats.from_dict(ckpt["demographics"])
+    pool = None
+    if age is None or sex is None:
+        if args.data_dir is None:
+            raise SystemExit("error: drawing demographics needs --data_dir (the training split's ages and sexes); "
+                             "or give both --age and --sex")
+        pool = DemographicPool.from_prepared(args.data_dir, args.dataset or ckpt.get("dataset", "ptb-xl"), class_cols)
+    return DemographicTargets(stats, pool, age, sex, args.seed)
+
+
+def demographics_meta(targets: DemographicTargets | None, ckpt: dict) -> dict:
+    """The meta.json entry of a set's demographics (mode, fixed values, statistics, file)."""
+    if targets is None:
+        return {"mode": "none", "file": None}
+    return {"mode": targets.mode, "age": targets.age, "sex": targets.sex, "stats": ckpt["demographics"],
+            "file": CONDITIONS_FILE}
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -113,17 +208,29 @@ def _batches(plan: Sequence[PlanItem], temps: Sequence[float], batch_size: int,
 
 
 @torch.no_grad()
-def _draw(sample_fn: SampleFn, row9: np.ndarray, n: int, t: float, class_cols, bounds: Bounds,
-          device: torch.device) -> np.ndarray:
-    y = torch.as_tensor(np.tile(row9[list(class_cols)], (n, 1)), dtype=torch.float32, device=device)
-    x01 = sample_fn(y, t)
-    return eight_to_twelve(bounds.from_unit(x01.double().cpu().numpy())).astype(np.float32)
+def _draw(sample_fn, row9: np.ndarray, n: int, t: float, class_cols, bounds: Bounds, device: torch.device,
+          targets: DemographicTargets | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, 12, L) mV ECGs of one batch and, with targets, their requested demographics (CONDITIONS_DTYPE)."""
+    rows = np.tile(row9[list(class_cols)], (n, 1))
+    y = torch.as_tensor(rows, dtype=torch.float32, device=device)
+    if targets is None:
+        x01, conditions = sample_fn(y, t), None
+    else:
+        ages, sexes = targets.draw(rows)
+        x01 = sample_fn(y, t, targets.vectors(ages, sexes, device))
+        conditions = make_conditions(ages, sexes)
+    return eight_to_twelve(bounds.from_unit(x01.double().cpu().numpy())).astype(np.float32), conditions
 
 
-def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: Sequence[int], bounds: Bounds,
-                    args: argparse.Namespace, meta: dict, length: int, device: torch.device,
-                    temps: Sequence[float] | None = None, before_item: BeforeItemFn | None = None) -> int:
-    """Draw every ECG of the plan and write it (args.format npy or wfdb) atomically to args.out_dir."""
+def write_generated(sample_fn: SampleFn | DemographicSampleFn, plan: Sequence[PlanItem], class_cols: Sequence[int],
+                    bounds: Bounds, args: argparse.Namespace, meta: dict, length: int, device: torch.device,
+                    temps: Sequence[float] | None = None, before_item: BeforeItemFn | None = None,
+                    targets: DemographicTargets | None = None) -> int:
+    """Draw every ECG of the plan and write it (args.format npy or wfdb) atomically to args.out_dir.
+
+    With ``targets`` sample_fn also takes the batch's (B, 4) condition vectors, and the requested age/sex of every
+    ECG go into the same atomic folder (``conditions.npy``; WFDB: the headers' Age/Sex and ``conditions.npy``).
+    """
     n = int(sum(item.count for item in plan))
     if n == 0:
         print("nothing to generate: the plan is empty (no class below the reference count?)")
@@ -137,7 +244,8 @@ def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: S
         with SampleWriter(out, n, length=length, overwrite=args.overwrite) as writer:
             with tqdm(total=n, desc="generating", unit="ECG") as bar:
                 for row, b, t in _batches(plan, temps, args.batch_size, before_item):
-                    writer.write(_draw(sample_fn, row, b, t, class_cols, bounds, device), np.tile(row, (b, 1)))
+                    x12, conditions = _draw(sample_fn, row, b, t, class_cols, bounds, device, targets)
+                    writer.write(x12, np.tile(row, (b, 1)), conditions=conditions)
                     bar.update(b)
             writer.close(meta)
         print(f"wrote {n} ECGs to {out}")
@@ -150,15 +258,23 @@ def write_generated(sample_fn: SampleFn, plan: Sequence[PlanItem], class_cols: S
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     k = 0
+    parts = []
     try:
         with tqdm(total=n, desc="generating (wfdb)", unit="ECG") as bar:
             for row, b, t in _batches(plan, temps, args.batch_size, before_item):
                 codes = [CLASS_CODES[c] for c in range(NUM_CLASSES) if row[c]]
-                x12 = _draw(sample_fn, row, b, t, class_cols, bounds, device)
+                x12, conditions = _draw(sample_fn, row, b, t, class_cols, bounds, device, targets)
                 for i in range(b):
                     k += 1
-                    write_challenge_record(tmp / f"G{k:06d}", x12[i], 500, dx=codes)
+                    demo = {} if conditions is None else {
+                        "age": f"{float(conditions['age'][i]):g}",
+                        "sex": {"M": "Male", "F": "Female"}.get(str(conditions["sex"][i]), "Unknown")}
+                    write_challenge_record(tmp / f"G{k:06d}", x12[i], 500, dx=codes, **demo)
+                if conditions is not None:
+                    parts.append(conditions)
                 bar.update(b)
+        if parts:  # inside the temporary folder, so the set appears with its conditions or not at all
+            np.save(tmp / CONDITIONS_FILE, np.concatenate(parts))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -40,6 +40,12 @@ both axes (replicating the last row/column) and crops the output back to
 inverse STFT. Class conditioning is the same, with 2-D per-class maps H of shape
 (num_classes, C_top, F_top, T_top).
 
+Demographic conditioning (an extension, ``cfg.condition`` ``demographics`` or ``both``; the paper's is
+``classes``): the 4-d vector of :mod:`nvae_ecg.demographics` (age z-score, age missing, male, female) goes through
+a learned ``Linear(4, C_top)``, is broadcast over the top grid and summed into ``h``, so it enters the decoder top
+and the encoder stem (through the same pooling + 1x1 conv) exactly where the class code does. With
+``demographics`` alone the per-class table is replaced by one learned unconditional map (NVAE's ``prior_ftr0``).
+
 Example::
 
     python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder; from nvae_ecg.run import count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"
@@ -54,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nvae_ecg.config import ModelConfig
+from nvae_ecg.demographics import CONDITION_DIM
 from nvae_ecg.distributions import PARAMS_PER_MIXTURE, DiagonalGaussian, DiscMixLogistic8, Normal
 from nvae_ecg.neural_operations import (
     CHANNEL_MULT,
@@ -127,8 +134,12 @@ class AutoEncoder(nn.Module):
         self._pad_amounts = [a for n, p in zip(reversed(cfg.model_shape), reversed(self.padded_shape))
                              for a in (0, p - n)]
 
-        # Per-class top feature maps (NVAE prior_ftr0, uniform init as there); paper Sec. III-B.
-        self.class_features_table = nn.Parameter(torch.rand(cfg.num_classes, top_channels, *self.top_shape))
+        # Per-class top feature maps (NVAE prior_ftr0, uniform init as there); paper Sec. III-B. Conditioned on
+        # demographics alone, one unconditional map (NVAE's own prior_ftr0) keeps the learned spatial start.
+        if cfg.uses_classes:
+            self.class_features_table = nn.Parameter(torch.rand(cfg.num_classes, top_channels, *self.top_shape))
+        else:
+            self.prior_ftr0 = nn.Parameter(torch.rand(1, top_channels, *self.top_shape))
 
         # ---- encoder --------------------------------------------------------------------------------------
         self.stem = conv_nd(nd, cfg.model_channels, c_enc, 3, padding=1, bias=True)
@@ -212,6 +223,13 @@ class AutoEncoder(nn.Module):
             self.spectrogram = SpectrogramTransform(cfg.length, cfg.stft_n_fft, cfg.stft_hop_length,
                                                     cfg.stft_win_length)
 
+        # Demographic conditioning (cfg.condition demographics/both): a linear map of the 4-d vector to the top
+        # channels, broadcast over the top grid and summed into h, so it reaches the decoder top and (through
+        # class_to_enc) the encoder input exactly where the class code does. Built last: a `classes` model keeps
+        # the parameters and the initialisation RNG stream it had before this option existed.
+        self.demographics_to_top: Optional[nn.Linear] = None
+        if cfg.uses_demographics:
+            self.demographics_to_top = nn.Linear(CONDITION_DIM, top_channels)
         # Weight-normalised convs grouped by weight shape (a plain list, not registered): forward normalises each
         # group's weights in one batch of ops instead of a few ops per layer (thousands of layers in `paper`).
         self._conv_groups = group_by_weight_shape(m for m in self.modules() if isinstance(m, WeightNormConv))
@@ -233,6 +251,32 @@ class AutoEncoder(nn.Module):
         """Top feature map h (B, C_top, *top_shape) of multi-hot y: the sum of the active classes' maps."""
         table = self.class_features_table
         return torch.einsum(self._class_eq, y.to(table.dtype), table)
+
+    def top_features(self, y: torch.Tensor, demographics: Optional[torch.Tensor]) -> torch.Tensor:
+        """Conditioned top map h (B, C_top, *top_shape): class maps and/or demographic projection (cfg.condition)."""
+        if self.cfg.uses_classes:
+            h = self.class_features(y)
+        else:
+            h = self.prior_ftr0.expand(y.shape[0], *self.prior_ftr0.shape[1:])
+        if self.demographics_to_top is not None:
+            d = self.demographics_to_top(demographics.to(self.demographics_to_top.weight.dtype))
+            h = h + d.reshape(*d.shape, *([1] * self.ndim))
+        return h
+
+    def _check_demographics(self, demographics: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
+        """The (B, 4) demographic vectors on the model's device; errors when missing/superfluous or misshapen."""
+        if self.demographics_to_top is None:
+            if demographics is not None:
+                raise ValueError(f"demographics were given but this model has condition={self.cfg.condition!r} "
+                                 "(trained without demographics)")
+            return None
+        if demographics is None:
+            raise ValueError(f"this model has condition={self.cfg.condition!r}: pass demographics, (B, "
+                             f"{CONDITION_DIM}) vectors of nvae_ecg.demographics.condition_matrix")
+        if tuple(demographics.shape) != (batch, CONDITION_DIM):
+            raise ValueError(f"demographics must have shape ({batch}, {CONDITION_DIM}) (age z, age missing, male, "
+                             f"female), got {tuple(demographics.shape)}")
+        return demographics.to(self.demographics_to_top.weight.device)
 
     def _check_y(self, y: torch.Tensor, batch: Optional[int]) -> None:
         k = self.cfg.num_classes
@@ -266,7 +310,7 @@ class AutoEncoder(nn.Module):
     def _rhythm_input(self, rhythm: Optional[torch.Tensor], batch: int, x: Optional[torch.Tensor] = None,
                       y: Optional[torch.Tensor] = None,
                       generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
-        """The padded rhythm map (B, 3, padded_length): given, detected in x, or drawn for y; None without cfg.rhythm."""
+        """The padded rhythm map (B, MAP_CHANNELS, padded_length): given, detected in x, or drawn for y; None without cfg.rhythm."""
         if self.rhythm_model is None:
             if rhythm is not None:
                 raise ValueError("a rhythm map was given but this model has cfg.rhythm=False")
@@ -302,21 +346,24 @@ class AutoEncoder(nn.Module):
 
     # ---- inference + generation ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool = True,
-                rhythm: Optional[torch.Tensor] = None) -> VAEOutput:
+                rhythm: Optional[torch.Tensor] = None, demographics: Optional[torch.Tensor] = None) -> VAEOutput:
         """Encode x (B, 8, L) in [0, 1] with classes y (B, K), sample q, decode; KL terms per group (both ndim).
 
         ``log_probs=False`` skips log q(z|x) and log p(z) (``None`` in the output), which only the importance-
         weighted NLL needs; the training loss uses the analytic KL. With ``cfg.rhythm`` the rhythm map
-        (B, 3, L) is ``rhythm`` or, by default, the one of the R peaks detected in x.
+        (B, MAP_CHANNELS, L) is ``rhythm`` or, by default, the one of the R peaks detected in x. With ``cfg.condition``
+        demographics or both, ``demographics`` (B, 4) is required (and refused otherwise).
         """
         self._check_x(x)
         self._check_y(y, x.shape[0])
+        c = self._check_demographics(demographics, x.shape[0])
         r = self._rhythm_input(rhythm, x.shape[0], x=x)
         with batched_weight_norm(self._conv_groups if self.batch_weight_norm else ()):
-            return self._forward(x, y, log_probs, r)
+            return self._forward(x, y, log_probs, r, c)
 
-    def _forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool, r: Optional[torch.Tensor]) -> VAEOutput:
-        h = self.class_features(y)
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, log_probs: bool, r: Optional[torch.Tensor],
+                 c: Optional[torch.Tensor] = None) -> VAEOutput:
+        h = self.top_features(y, c)
         x = x.to(self.stem.weight.dtype)
 
         # Bottom-up pass (NVAE AutoEncoder.forward); the class code is added to the stem output.
@@ -383,21 +430,25 @@ class AutoEncoder(nn.Module):
         return VAEOutput(logits, log_q, log_p, kl_all, kl_diag)
 
     def sample_logits(self, y: torch.Tensor, t: float = 1.0, rhythm: Optional[torch.Tensor] = None,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                      generator: Optional[torch.Generator] = None,
+                      demographics: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Decoder logits (B, 33 * M, cfg.length), 2-D (B, 32, F, T), for z drawn from the prior at temperature t.
 
         With ``cfg.rhythm`` the rhythm map is ``rhythm`` or one drawn from the model's per-class rhythm statistics
-        (with ``generator``, a CPU torch.Generator, or the global RNG).
+        (with ``generator``, a CPU torch.Generator, or the global RNG). A model conditioned on demographics needs
+        ``demographics`` (B, 4), the target vectors (:func:`nvae_ecg.demographics.condition_matrix`).
         """
         self._check_y(y, None)
         if not t > 0:
             raise ValueError(f"sampling temperature must be > 0, got {t}")
+        c = self._check_demographics(demographics, y.shape[0])
         r = self._rhythm_input(rhythm, y.shape[0], y=y, generator=generator)
         with batched_weight_norm(self._dec_conv_groups if self.batch_weight_norm else ()):
-            return self._sample_logits(y, t, r)
+            return self._sample_logits(y, t, r, c)
 
-    def _sample_logits(self, y: torch.Tensor, t: float, r: Optional[torch.Tensor] = None) -> torch.Tensor:
-        s = self.class_features(y)
+    def _sample_logits(self, y: torch.Tensor, t: float, r: Optional[torch.Tensor] = None,
+                       c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        s = self.top_features(y, c)
         z_shape = (y.shape[0], self.cfg.num_latent_per_group, *self.top_shape)
         z = Normal.standard(s.new_zeros(z_shape), temp=t).sample()
         j = 0
@@ -415,9 +466,10 @@ class AutoEncoder(nn.Module):
         s = self._add_rhythm(self.post_process(s), r, self.num_latent_scales)
         return self.output_layer(s)[self._crop]
 
-    def sample(self, y: torch.Tensor, t: float = 1.0, rhythm: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y; t scales latent and output noise (both ndim)."""
-        return self.decoder_output(self.sample_logits(y, t, rhythm)).sample(t)
+    def sample(self, y: torch.Tensor, t: float = 1.0, rhythm: Optional[torch.Tensor] = None,
+               demographics: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Generate ECGs (B, 8, cfg.length) in [0, 1] for classes y (and demographics); t scales all noise."""
+        return self.decoder_output(self.sample_logits(y, t, rhythm, demographics=demographics)).sample(t)
 
     # ---- regularisers (NVAE Sec. 3.2 spectral regularisation; model.py) ----------------------------------------
     def batchnorm_loss(self) -> torch.Tensor:

@@ -14,10 +14,16 @@ epoch continues from the batch where it stopped). Every ``--quality_every`` step
 quality of ECGs sampled for a fixed list of labels (:mod:`nvae_ecg.monitor`: share with R peaks, heart rate per
 class against the real class, Welch-PSD distance, a 12-lead figure per class) on a forked RNG.
 
+``--condition`` (an extension; the paper's is ``classes``): ``demographics`` or ``both`` condition the model on
+each record's [age z-score, age missing, male, female] (:mod:`nvae_ecg.demographics`; the z-score uses the whole
+training split, stored in the checkpoint as ``demographics`` next to ``bounds``); the datasets then yield
+``(x, y, c)`` and the figures and quality monitor sample at the training-mean age, sexes alternating M/F.
+
 Example::
 
     python -m nvae_ecg.train --data_dir prepared --root runs --save demo --config small --epochs 5
     python -m nvae_ecg.train --data_dir prepared --root runs --save demo2d --config small2d --epochs 5  # 2-D STFT
+    python -m nvae_ecg.train --data_dir prepared --root runs --save demo_both --config demo --condition both
     torchrun --nproc_per_node=4 -m nvae_ecg.train --data_dir prepared --root runs --save paper --config paper --amp bf16
 """
 
@@ -40,8 +46,9 @@ from tqdm import tqdm
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
-from nvae_ecg.config import ARCH_INSTANCES, CONFIGS, REPRESENTATIONS, ModelConfig, get_config
+from nvae_ecg.config import ARCH_INSTANCES, CONDITIONS, CONFIGS, REPRESENTATIONS, ModelConfig, get_config
 from nvae_ecg.data.datasets import GeneratorDataset
+from nvae_ecg.demographics import DemographicStats, condition_matrix, fit_stats_prepared
 from nvae_ecg.rhythm import fit_rhythm
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder
@@ -83,8 +90,11 @@ _MODEL_HELP = {
     "stft_hop_length": "STFT hop in samples with --representation stft (T = 1 + length // hop frames)",
     "stft_win_length": "Hann window length (<= n_fft) with --representation stft",
     "rhythm": "condition on a beat-phase map (nvae_ecg.rhythm; an extension, on in the demo preset)",
+    "condition": "what the model is conditioned on: the paper's classes, the demographic vector [age z-score, age "
+                 "missing, male, female] of records.csv (an extension; z-score by the training split), or both "
+                 "(unset: the --config preset's, classes; a resumed run keeps its own)",
 }
-_MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS}
+_MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS, "condition": CONDITIONS}
 
 
 def _str2bool(v: str) -> bool:
@@ -301,9 +311,10 @@ def apply_gradients(model, opt, scaler, grad_clip: float) -> None:
         opt.step()
 
 
-def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float):
+def compute_loss(model, x, y, kl_w: float, args, alpha_i, wdn_coeff: float, demographics=None):
     """NELBO-based training loss of one batch (NVAE train.py) and its parts (all tensors)."""
-    out = model(x, y, log_probs=False)  # the loss uses the analytic KL; log q and log p are for the IW estimate
+    # The loss uses the analytic KL; log q and log p are for the IW estimate.
+    out = model(x, y, log_probs=False, demographics=demographics)
     core = model.module if isinstance(model, DistributedDataParallel) else model
     dist_out = core.decoder_output(out.logits)
     # The loaders clip the data to [0, 1], so the likelihood's range check (a host sync) is skipped here.
@@ -331,12 +342,12 @@ def evaluate(model, loader, device, dtype, iw_samples: int = 0, max_batches: int
     core = model.module if isinstance(model, DistributedDataParallel) else model
     core.eval()
     tot_nelbo, tot_nll, n = 0.0, 0.0, 0
-    for b, (x, y) in enumerate(loader):
+    for b, batch in enumerate(loader):
         if max_batches and b >= max_batches:
             break
-        x, y = x.to(device, dtype), y.to(device, dtype)
+        x, y, c = unpack_batch(batch, device, dtype)
         with autocast(device, amp):
-            out = core(x, y)
+            out = core(x, y, demographics=c)
             d = core.decoder_output(out.logits)
             recon = reconstruction_loss(d, x)
             nelbo = recon + torch.stack(out.kl_all, dim=1).sum(dim=1)
@@ -344,7 +355,7 @@ def evaluate(model, loader, device, dtype, iw_samples: int = 0, max_batches: int
             if iw_samples > 0:
                 lw = [log_iw(d, x, out.log_q, out.log_p)]
                 for _ in range(iw_samples - 1):
-                    o = core(x, y)
+                    o = core(x, y, demographics=c)
                     lw.append(log_iw(core.decoder_output(o.logits), x, o.log_q, o.log_p))
                 ll = torch.logsumexp(torch.stack(lw, dim=1).double(), dim=1) - math.log(iw_samples)
                 tot_nll += (-ll).sum().item()
@@ -353,7 +364,25 @@ def evaluate(model, loader, device, dtype, iw_samples: int = 0, max_batches: int
     return tot_nelbo / max(n, 1), (tot_nll / max(n, 1) if iw_samples > 0 else float("nan"))
 
 
-def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed):
+def unpack_batch(batch, device: torch.device, dtype: torch.dtype):
+    """(x, y, c) of a loader batch on the device: c the (B, 4) demographics, or None for (x, y) batches."""
+    x, y = batch[0].to(device, dtype, non_blocking=True), batch[1].to(device, dtype, non_blocking=True)
+    c = batch[2].to(device, dtype, non_blocking=True) if len(batch) > 2 else None
+    return x, y, c
+
+
+def monitor_demographics(n: int, stats: DemographicStats | None, device: torch.device,
+                         dtype: torch.dtype) -> torch.Tensor | None:
+    """Fixed demographics of the figures and the quality monitor: the training-mean age, sexes alternating M/F."""
+    # Fixed rather than drawn, so that every evaluation of a run (and of a resumed run) sees the same targets
+    # without touching any RNG; the same choice as cvae_ecg.train.monitor_condition.
+    if stats is None:
+        return None
+    sexes = ["M" if i % 2 == 0 else "F" for i in range(n)]
+    return torch.from_numpy(condition_matrix([stats.age_mean] * n, sexes, stats)).to(device, dtype)
+
+
+def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed, stats=None):
     from nvae_ecg.plot import plot_ecg12
 
     core.eval()
@@ -362,7 +391,7 @@ def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed):
         torch.manual_seed(seed)
         k = core.cfg.num_classes
         y = torch.eye(k, device=device, dtype=dtype)
-        x01 = core.sample(y, t=0.8)
+        x01 = core.sample(y, t=0.8, demographics=monitor_demographics(k, stats, device, dtype))
         x12 = eight_to_twelve(bounds.from_unit(x01.double().cpu()).numpy())
     core.train()
     import matplotlib.pyplot as plt
@@ -382,11 +411,24 @@ def main(args: argparse.Namespace) -> int:
     ckpt_path = save_dir / "checkpoints" / "latest.pt"
     if not check_run_folder(ckpt_path, args.resume, info, device):
         return 2
+    resume = load_checkpoint(ckpt_path) if args.resume else None
+    # What the model is conditioned on decides what the datasets yield: a resumed run keeps its own condition.
+    condition = args.condition or CONFIGS[args.config].condition
+    stats = None
+    if resume is not None:
+        condition = ModelConfig.from_dict(resume["config"]).condition
+        if args.condition is not None and args.condition != condition:
+            raise SystemExit(f"error: {ckpt_path} is conditioned on {condition}, not --condition {args.condition}")
+        if "demographics" in resume:
+            stats = DemographicStats.from_dict(resume["demographics"])  # the run's own, even if the data moved
+    if condition != "classes" and stats is None:
+        # The z-score of the age uses the whole training split (whatever classes are selected), for both splits.
+        stats = fit_stats_prepared(args.data_dir, args.dataset)
     # Open the data before creating the run folder, so a wrong --data_dir leaves nothing behind.
     train_ds = GeneratorDataset(args.data_dir, args.dataset, split="train", classes=args.classes,
-                                require_label=args.labelled_only)
+                                require_label=args.labelled_only, demographics=stats)
     val_ds = GeneratorDataset(args.data_dir, args.dataset, split="val", classes=args.classes,
-                              require_label=args.labelled_only)
+                              require_label=args.labelled_only, demographics=stats)
     if len(train_ds) == 0:
         raise SystemExit(f"error: no training ECGs in {args.data_dir}/{args.dataset} for classes {args.classes}")
     logger = setup_run_dir(save_dir, args, info.is_main, args.resume)
@@ -395,7 +437,6 @@ def main(args: argparse.Namespace) -> int:
     length = int(train_ds[0][0].shape[-1])
     cfg = build_config(args, num_classes=len(class_idx), length=length)
 
-    resume = load_checkpoint(ckpt_path) if args.resume else None
     if resume is not None:
         cfg = ModelConfig.from_dict(resume["config"])
         if list(resume["classes"]) != [CLASS_ABBREVS[i] for i in class_idx]:
@@ -466,6 +507,9 @@ def main(args: argparse.Namespace) -> int:
     if info.is_main:
         logger.info("config %s: %s", args.config, cfg.to_dict())
         logger.info("classes: %s", [CLASS_ABBREVS[i] for i in class_idx])
+        logger.info("condition: %s%s", cfg.condition, "" if stats is None else
+                    f" (age mean {stats.age_mean:.1f} y, std {stats.age_std:.1f} y over {stats.n_records:.0f} "
+                    f"training records, {stats.n_age_missing:.0f} without age, {stats.n_sex_unknown:.0f} without sex)")
         logger.info("parameters: %.3fM; groups per scale %s; train %d, val %d ECGs; %d steps/epoch of %d x %d "
                     "ECGs; device %s x%d; dtype %s, amp %s, %s", count_parameters(core) / 1e6,
                     core.groups_per_scale, len(train_ds), len(val_ds), steps_per_epoch, accum, args.batch_size,
@@ -483,8 +527,9 @@ def main(args: argparse.Namespace) -> int:
     def quality() -> None:
         nonlocal quality_step
         core.eval()
-        monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature), writer, logger, step,
-                device=device, title=f"t={args.quality_temperature:g}")
+        monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature,
+                                      demographics=monitor_demographics(y.shape[0], stats, device, dtype)),
+                writer, logger, step, device=device, title=f"t={args.quality_temperature:g}")
         writer.add_scalar("quality/train_hours", clock.seconds() / 3600, step)
         core.train()
         quality_step = step
@@ -499,6 +544,7 @@ def main(args: argparse.Namespace) -> int:
             "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
             "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
+            "condition": cfg.condition, **({} if stats is None else {"demographics": stats.to_dict()}),
             "dataset": args.dataset, "train_seconds": clock.seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt" if periodic else None)
 
@@ -528,13 +574,12 @@ def main(args: argparse.Namespace) -> int:
                 wdn = args.weight_decay_norm
             opt.zero_grad(set_to_none=True)
             for micro in range(accum):
-                x, y = next(batches)
-                x, y = x.to(device, dtype, non_blocking=True), y.to(device, dtype, non_blocking=True)
+                x, y, c = unpack_batch(next(batches), device, dtype)
                 # DDP all-reduces the gradients only on the last micro-batch of the group.
                 sync = nullcontext() if (micro == accum - 1 or not info.distributed) else model.no_sync()
                 with sync:
                     with autocast(device, args.amp):
-                        loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn)
+                        loss, parts, out = compute_loss(model, x, y, kl_w, args, alpha_i, wdn, demographics=c)
                     scaler.scale(loss / accum).backward()
                 # Device-side sums only: no host synchronisation inside the step (read every --log_every steps).
                 sums["loss"] += loss.detach().double() / accum
@@ -607,7 +652,7 @@ def main(args: argparse.Namespace) -> int:
                     msg += f", val IW NLL (K={do_iw}) {v_nll:.2f}"
                 logger.info(msg)
             if args.sample_every and ((complete and epoch_done % args.sample_every == 0) or last):
-                _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed)
+                _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed, stats)
         save(epoch_done, 0 if complete else done * accum,
              periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
         if info.is_main:

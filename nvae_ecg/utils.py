@@ -7,8 +7,8 @@ freed tensors. The seeding, RNG-state and checkpoint helpers that this module he
 :mod:`nvae_ecg.run` for older imports.
 
 ``python -m nvae_ecg.utils slim RUN/checkpoints/latest.pt OUT.pt`` keeps what the samplers read (weights, config,
-classes, bounds, provenance) and drops optimiser, scaler, RNG and discriminator states (a third of the size for
-``demo``): a copy to share or commit that generates exactly what the full checkpoint does.
+classes, bounds, demographic statistics, provenance) and drops optimiser, scaler, RNG and discriminator states (a
+third of the size for ``demo``): a copy to share or commit that generates exactly what the full checkpoint does.
 
 Example::
 
@@ -90,8 +90,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | None = N
 
 
 #: What a sampler (nvae_ecg.generate, pulse2pulse.generate) and the provenance in meta.json read from a checkpoint.
-SAMPLER_KEYS = ("kind", "generator", "model", "config", "classes", "bounds", "dataset", "epoch", "step", "g_step",
-                "train_seconds", "code_version", "torch_version")
+SAMPLER_KEYS = ("kind", "generator", "model", "config", "classes", "bounds", "condition", "demographics", "dataset",
+                "epoch", "step", "g_step", "train_seconds", "code_version", "torch_version")
 
 
 def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict:

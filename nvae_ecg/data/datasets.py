@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES, resolve_classes
 from nvae_ecg.data.bounds import Bounds
+from nvae_ecg.demographics import DemographicStats, records_conditions
 from nvae_ecg.leads import INDEPENDENT_IDX, LEADS12
 
 #: Splits stored in records.csv; "all" selects every kept record.
@@ -168,7 +169,27 @@ class _PreparedDataset(Dataset):
 
 
 class GeneratorDataset(_PreparedDataset):
-    """``(x, y)``: x float32 (8, T) independent leads in [0, 1] by the bounds (clipped), y float32 multi-hot (C,)."""
+    """``(x, y)``: x float32 (8, T) independent leads in [0, 1] by the bounds (clipped), y float32 multi-hot (C,).
+
+    With ``demographics`` (the training split's :class:`nvae_ecg.demographics.DemographicStats`, also for the
+    validation set) items are ``(x, y, c)``, c float32 (4,) the record's condition vector (age z, age missing,
+    male, female; :func:`nvae_ecg.demographics.records_conditions` of the same ``records`` row).
+    """
+
+    def __init__(self, prepared_dir, dataset: str = "ptb-xl", split: str = "train", classes=None,
+                 fraction: float = 1.0, fraction_seed: int = 0, require_label: bool = True,
+                 demographics: DemographicStats | None = None):
+        super().__init__(prepared_dir, dataset, split, classes, fraction, fraction_seed, require_label)
+        self.demographics = demographics
+        self.conditions: np.ndarray | None = None
+        if demographics is not None:
+            self.conditions = records_conditions(self.records, demographics)
+
+    def __getitem__(self, i: int):
+        item = super().__getitem__(i)
+        if self.conditions is None:
+            return item
+        return (*item, torch.from_numpy(self.conditions[int(i)].copy()))
 
     def _x(self, row: np.ndarray) -> np.ndarray:
         return self.bounds.to_unit(row[list(INDEPENDENT_IDX)], clip=True).astype(np.float32)

@@ -160,3 +160,72 @@ def predict_demographics(dm: DemographicModel, x: np.ndarray, batch_size: int = 
         probs.append(torch.sigmoid(out[:, 1]).numpy())
     dm.model.cpu()
     return np.concatenate(ages).astype(np.float64), np.concatenate(probs).astype(np.float64)
+
+
+# ---- the report stage ------------------------------------------------------------------------------------------------
+#: Name of the reference row (real test ECGs against their recorded age/sex).
+REFERENCE_ROW = "real: test (recorded age/sex)"
+
+
+def _json_floats(row: dict) -> dict:
+    """NaN to None, so that quality.json stays strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted random rows, at most ``cap`` of ``n`` (0: all)."""
+    rows = np.arange(n)
+    return np.sort(rng.choice(rows, cap, replace=False)) if 0 < cap < n else rows
+
+
+def demographic_report(real_dir, dataset: str, generated: dict[str, list[str]], *, arch: str, epochs: int,
+                       seed: int = 0, device: str | torch.device = "cpu", max_train: int = 4000,
+                       max_eval: int = 1000, batch_size: int = 64, lr: float = 1e-3,
+                       weight_decay: float = 1e-2) -> dict:
+    """The report's demographic section: predictor trained on real training ECGs, reference row on the real test
+    split, one row per generator (its sets with ``conditions.npy`` against the requested age/sex)."""
+    from nvae_ecg.data.datasets import load_prepared, select_indices
+    from nvae_ecg.demographics import record_demographics
+    from nvae_ecg.samples import read_samples
+
+    rng = np.random.default_rng(seed)
+    prep = load_prepared(real_dir, dataset)
+    ages, sexes = record_demographics(prep.records)  # row i of records = row i of signals.npy
+
+    def real(split: str, cap: int):
+        split_rows = select_indices(prep, split)
+        rows = split_rows[_subset(len(split_rows), cap, rng)]
+        return np.asarray(prep.signals[rows], dtype=np.float32), ages[rows], sexes[rows]
+
+    x_tr, a_tr, s_tr = real("train", max_train)
+    dm = train_demographic_model(x_tr, a_tr, s_tr, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 weight_decay=weight_decay, seed=seed, device=device)
+    del x_tr
+    x_te, a_te, s_te = real("test", max_eval)
+    pa, pm = predict_demographics(dm, x_te, device=device)
+    rows = [{"name": REFERENCE_ROW, "kind": "reference", "sets": 1, "sets_with_conditions": 1,
+             **demographic_fidelity(pa, pm, a_te, s_te)}]
+    for gen, paths in generated.items():
+        preds, targets, with_c = [], [], 0
+        for path in paths:
+            s = read_samples(path)
+            if s.conditions is None:
+                continue  # a set generated without demographics: nothing was asked for
+            with_c += 1
+            idx = _subset(len(s), max_eval, rng)
+            preds.append(predict_demographics(dm, np.asarray(s.signals[idx], dtype=np.float32), device=device))
+            targets.append(s.conditions[idx])
+        base = {"name": gen, "kind": "generator", "sets": len(paths), "sets_with_conditions": with_c}
+        if not with_c:
+            rows.append({**base, **unconditioned_row(gen)})
+            continue
+        c = np.concatenate(targets)
+        ages_req = np.asarray(c["age"], dtype=np.float64)
+        rows.append({**base, **demographic_fidelity(np.concatenate([p[0] for p in preds]),
+                                                    np.concatenate([p[1] for p in preds]), ages_req,
+                                                    np.asarray(c["sex"], dtype=str))})
+    return {"predictor": {"arch": arch, "epochs": int(epochs), "n_train": int(len(a_tr)),
+                          "n_train_age": int(np.isfinite(a_tr).sum()),
+                          "n_train_sex": int(np.isin(s_tr, ("M", "F")).sum()), "age_mean": dm.age_mean,
+                          "age_std": dm.age_std, "n_test": int(len(a_te)), "seed": int(seed)},
+            "rows": [_json_floats(r) for r in rows]}

@@ -6,7 +6,8 @@ with the real data of one prepared dataset: sources first (:mod:`~train_test.qua
 before any training), physiology in ``--workers`` processes (:mod:`~train_test.quality.physiology`), the real-data
 classifier trained or reused (:mod:`~train_test.quality.features`), features, memorisation distances, TSTR, the
 comparisons (:mod:`~train_test.quality.compare`) against the reference row "real: train vs. test", the figures
-(:mod:`~train_test.quality.plots`), then ``quality.json`` and ``quality.md`` (:mod:`~train_test.quality.markdown`);
+(:mod:`~train_test.quality.plots`), the demographic fidelity (:mod:`~train_test.quality.demographics`, skipped
+with ``--no_demographics``), then ``quality.json`` and ``quality.md`` (:mod:`~train_test.quality.markdown`);
 the metrics and the report are described in :mod:`train_test.quality`.
 
 Example::
@@ -31,11 +32,13 @@ from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.io import atomic_write_json, atomic_write_text
 from nvae_ecg.plot import save_figure
+from train_test.archs import ARCH_NAMES
 from train_test.classifier import TrainConfig, add_train_flags, config_from_args, resolve_device
 from train_test.data import add_generated_flags
 from train_test.figures import real_pool
 from train_test.quality.compare import (class_fidelity, mean_corr, mean_spectrum, physiology_summary,
                                         pooled_comparison, realism, signal_statistics)
+from train_test.quality.demographics import demographic_report
 from train_test.quality.features import (build_from_checkpoint, load_classifier, source_stats, train_classifier,
                                          train_pooled, tstr)
 from train_test.quality.markdown import fmt, pct, quality_markdown
@@ -176,6 +179,20 @@ def evaluate(args: argparse.Namespace) -> dict:
                save_figure(plot_physiology({n: s.phys for n, s in everyone.items()}), out / FIGURES[2], dpi=110),
                save_figure(plot_memorisation({REAL_TEST: test_nn, **gen_nn}, ref_mem["threshold"]), out / FIGURES[3], dpi=110)]
     timing["figures"] = time.time() - t0
+
+    # Demographic fidelity (age/sex predictor on real training ECGs), last and on its own RNG, so that skipping it
+    # changes nothing else in the report.
+    demographics = None
+    if not args.no_demographics:
+        t0 = time.time()
+        demographics = demographic_report(
+            args.real, args.dataset, {g: list(s.paths) for g, s in gens.items()},
+            arch=args.demographics_arch or cfg.arch,
+            epochs=args.demographics_epochs if args.demographics_epochs is not None else cfg.epochs,
+            seed=args.seed, device=device, max_train=args.demographics_max_train,
+            max_eval=args.demographics_max_eval, batch_size=cfg.batch_size, lr=cfg.lr,
+            weight_decay=cfg.weight_decay)
+        timing["demographics"] = time.time() - t0
     timing["total"] = time.time() - t_start
 
     fit_res = ckpt["fit"]
@@ -194,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                   "test": {"n_split": len(test_pool), "n_sampled": int(len(test_rows)),
                            "n_per_class": per_class_counts(test_stats.labels)},
                   "n_train_nn": int(len(nn_rows))},
-         "rows": rows, "figures": [p.name for p in written], "timing": timing}
+         "rows": rows, "demographics": demographics, "figures": [p.name for p in written], "timing": timing}
     atomic_write_json(out / "quality.json", q)
     atomic_write_text(out / "quality.md", quality_markdown(q))
     q["written"] = [str(p) for p in (*written, out / "quality.json", out / "quality.md")]
@@ -229,10 +246,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes for the physiology measurements")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the classifier trainings")
+    g = p.add_argument_group("demographic fidelity (sex AUROC, age MAE/correlation against the requested age/sex)")
+    g.add_argument("--no_demographics", action="store_true",
+                   help="skip the demographic section (an age/sex predictor trained on real training ECGs)")
+    g.add_argument("--demographics_arch", default=None, choices=ARCH_NAMES,
+                   help="backbone of the age/sex predictor (unset: --arch)")
+    g.add_argument("--demographics_epochs", type=int, default=None,
+                   help="training epochs of the age/sex predictor (unset: --epochs)")
+    g.add_argument("--demographics_max_train", type=int, default=4000,
+                   help="real training ECGs the predictor is trained on, a random subset (0: all; all are held in "
+                        "memory, 0.24 MB each)")
+    g.add_argument("--demographics_max_eval", type=int, default=1000,
+                   help="ECGs per real test split and per generated set scored (0: all)")
     add_train_flags(p)
     args = p.parse_args(argv)
     if args.k < 1:
         p.error("--k must be >= 1")
+    if args.demographics_epochs is not None and args.demographics_epochs < 1:
+        p.error("--demographics_epochs must be >= 1")
+    if args.demographics_max_train < 0 or args.demographics_max_eval < 0:
+        p.error("--demographics_max_train and --demographics_max_eval must be >= 0")
     if args.max_per_class < 0 or args.max_train_nn < 0:
         p.error("--max_per_class and --max_train_nn must be >= 0")
     if not args.generated and args.generated_root is None:
@@ -247,5 +280,9 @@ def main(args: argparse.Namespace) -> dict:
         real = r["pooled"] if r.get("unconditional") else r["realism"]["overall"]  # no classes: all ECGs pooled
         tqdm.write(f"{r['name']}: FD {fmt(real['fd'])}, KID {fmt(real['kid'])}, precision {fmt(real['precision'])}, "
                    f"recall {fmt(real['recall'])}, near copies {pct(r['memorisation']['fraction_below'])}")
+    for r in (q.get("demographics") or {}).get("rows", []):
+        tqdm.write(f"demographics {r['name']}: " + (r["note"] if r.get("note") else
+                   f"sex AUROC {fmt(r['sex_auroc'])}, age MAE {fmt(r['age_mae'])} (chance "
+                   f"{fmt(r['age_mae_chance'])}), age r {fmt(r['age_corr'])}"))
     print(f"quality report: {Path(args.out_dir) / 'quality.md'} ({q['timing']['total']:.1f} s)")
     return q

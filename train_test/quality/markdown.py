@@ -201,6 +201,29 @@ def quality_markdown(q: dict, image_prefix: str = "", level: int = 1) -> str:
         lines.append(f"| {pn} | {mem['n']} | {fmt(mem['median_distance'])} | {pct(mem['fraction_below'])} | "
                      f"{verdict} |")
     lines.append("")
+    demo = q.get("demographics")
+    if demo:
+        pr = demo["predictor"]
+        lines.append(f"{h}# Demographics\n")
+        lines.append(f"Does an ECG asked for an age and sex look it? An age/sex predictor (`{pr['arch']}`, "
+                     f"{pr['epochs']} epochs, {pr['n_train']} real training ECGs: {pr['n_train_age']} with an age, "
+                     f"{pr['n_train_sex']} with a sex) scores the real test ECGs against their recorded age/sex "
+                     "(reference) and each generator's sets that carry `conditions.npy` against the requested "
+                     "ones. Sex AUROC: predicted male probability vs. requested sex (undefined with one sex only); "
+                     "age MAE in years beside the chance MAE (always guessing the median age); age r: Pearson "
+                     "correlation.\n")
+        lines.append("| source | sets with conditions | ECGs (age / sex) | sex AUROC ↑ | age MAE ↓ | chance MAE "
+                     "| age r ↑ |")
+        lines.append("|---|" + "---|" * 6)
+        for r in demo["rows"]:
+            if r.get("note"):
+                lines.append(f"| {r['name']} | 0 of {r['sets']} | - | {r['note']} | | | |")
+                continue
+            n_age, n_sex = (int(v) if v is not None else 0 for v in (r["n_age"], r["n_sex"]))
+            sets = "reference" if r["kind"] == "reference" else f"{r['sets_with_conditions']} of {r['sets']}"
+            lines.append(f"| {r['name']} | {sets} | {n_age} / {n_sex} | {fmt(r['sex_auroc'])} | "
+                         f"{fmt(r['age_mae'])} | {fmt(r['age_mae_chance'])} | {fmt(r['age_corr'])} |")
+        lines.append("")
     lines.append(f"{h}# Figures\n")
     for name in q.get("figures", []):
         lines.append(f"![{Path(name).stem}]({image_prefix}{name})\n")
