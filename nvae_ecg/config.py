@@ -33,6 +33,7 @@ from typing import Any, Mapping
 ARCH_INSTANCES = ("res_bnelu", "res_bnswish")
 #: What the network models: the 8-lead signal (1-D NVAE) or its STFT (2-D NVAE), with their dimensionality.
 REPRESENTATIONS = ("signal", "stft")
+OUTPUT_PADDINGS = ("zeros", "replicate")
 REPRESENTATION_NDIM = {"signal": 1, "stft": 2}
 #: What the network is conditioned on: the paper's classes, the demographic vector of nvae_ecg.demographics, or both.
 CONDITIONS = ("classes", "demographics", "both")
@@ -107,6 +108,8 @@ class ModelConfig(DictConfig):
     stft_win_length: int = 126
     # Extension (not in the paper): condition encoder and decoder on a beat-phase map (nvae_ecg.rhythm).
     rhythm: bool = False
+    # Padding of the output conv: "zeros" as NVAE and the authors; "replicate" removes the edge artefact.
+    output_padding: str = "zeros"
     # Extension (not in the paper): condition on age/sex (nvae_ecg.demographics) instead of or besides the classes.
     condition: str = "classes"
 
@@ -160,6 +163,9 @@ class ModelConfig(DictConfig):
                              f"got {self.stft_hop_length}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"ModelConfig.condition={self.condition!r} is unknown; choose one of {CONDITIONS}")
+        if self.output_padding not in OUTPUT_PADDINGS:
+            raise ValueError(f"ModelConfig.output_padding={self.output_padding!r} is unknown; choose one of "
+                             f"{OUTPUT_PADDINGS}")
         if self.rhythm and self.representation != "signal":
             raise ValueError("ModelConfig.rhythm needs representation='signal' (the beat-phase map is 1-D)")
         if self.representation == "stft" and self.length <= self.stft_n_fft // 2:
@@ -238,8 +244,9 @@ _CONFIGS_1D: dict[str, ModelConfig] = {
 # steps it reconstructs the demo ECGs within minutes on CPU, where `small` with the authors' schedule collapses
 # (BENCHMARKS.md, "Why cNVAE-ECG learned slowly"); and the beat-phase map of nvae_ecg.rhythm, without which the
 # decoder's reach of ~50 samples cannot place beats at a rate (BENCHMARKS.md, "Why the demo had no rhythm").
-# Neither is the paper's. The quickstart trains it.
-_CONFIGS_1D["demo"] = replace(_CONFIGS_1D["small"], num_mixture_dec=1, rhythm=True)
+# And replicate padding of the output conv (no spike at the first and last sample). None is the paper's. The
+# quickstart samples from it.
+_CONFIGS_1D["demo"] = replace(_CONFIGS_1D["small"], num_mixture_dec=1, rhythm=True, output_padding="replicate")
 CONFIGS: dict[str, ModelConfig] = {
     **_CONFIGS_1D,
     # 2D-cNVAE-ECG (paper Sec. III-A): the same presets on the STFT; paper2d with 2 pre/post blocks (module docstring).

@@ -216,7 +216,13 @@ class AutoEncoder(nn.Module):
             raise RuntimeError(f"decoder ends at channel multiplier {mult}, expected 1")
         # 1-D: the 8-lead logistic mixture; 2-D: mean and log-scale of a Gaussian per spectrogram entry.
         out_channels = PARAMS_PER_MIXTURE * cfg.num_mixture_dec if nd == 1 else 2 * cfg.model_channels
-        self.output_layer = nn.Sequential(ELU(), conv_nd(nd, c_dec, out_channels, 3, padding=1, bias=True))
+        # Zero padding here shifts the output at the first and last sample (the conv sees 0 for a missing neighbour
+        # and nothing downstream can undo it: a spike at both ends of every lead); "replicate" repeats the edge.
+        if cfg.output_padding == "replicate":
+            pad = nn.ReplicationPad1d(1) if nd == 1 else nn.ReplicationPad2d(1)
+            self.output_layer = nn.Sequential(ELU(), pad, conv_nd(nd, c_dec, out_channels, 3, bias=True))
+        else:
+            self.output_layer = nn.Sequential(ELU(), conv_nd(nd, c_dec, out_channels, 3, padding=1, bias=True))
         # The signal <-> normalised spectrogram map of the 2-D variant (no parameters; normalisation buffers).
         self.spectrogram: Optional[SpectrogramTransform] = None
         if cfg.representation == "stft":

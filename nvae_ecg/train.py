@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
-from nvae_ecg.config import ARCH_INSTANCES, CONDITIONS, CONFIGS, REPRESENTATIONS, ModelConfig, get_config
+from nvae_ecg.config import (ARCH_INSTANCES, CONDITIONS, CONFIGS, OUTPUT_PADDINGS, REPRESENTATIONS, ModelConfig,
+                             get_config)
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.demographics import DemographicStats, condition_matrix, fit_stats_prepared
 from nvae_ecg.rhythm import fit_rhythm
@@ -90,11 +91,13 @@ _MODEL_HELP = {
     "stft_hop_length": "STFT hop in samples with --representation stft (T = 1 + length // hop frames)",
     "stft_win_length": "Hann window length (<= n_fft) with --representation stft",
     "rhythm": "condition on a beat-phase map (nvae_ecg.rhythm; an extension, on in the demo preset)",
+    "output_padding": "padding of the output conv: zeros (NVAE, the authors) or replicate (no edge artefact)",
     "condition": "what the model is conditioned on: the paper's classes, the demographic vector [age z-score, age "
                  "missing, male, female] of records.csv (an extension; z-score by the training split), or both "
                  "(unset: the --config preset's, classes; a resumed run keeps its own)",
 }
-_MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS, "condition": CONDITIONS}
+_MODEL_CHOICES = {"arch_instance": ARCH_INSTANCES, "representation": REPRESENTATIONS, "condition": CONDITIONS,
+                  "output_padding": OUTPUT_PADDINGS}
 
 
 def _str2bool(v: str) -> bool:

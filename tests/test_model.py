@@ -338,3 +338,25 @@ def test_paper_config_builds_trains_one_step_and_samples():
         s = model.sample(y, t=0.7)
     assert s.shape == (2, 8, 5000)
     assert isinstance(model.decoder_output(out.logits), DiscMixLogistic8)
+
+
+def test_replicate_output_padding_removes_the_edge_artefact_with_the_same_parameters():
+    """Zero padding of the output conv shifts the first and last logits of a constant feature map (the spike at
+    both ends of every generated lead); replicate padding does not, and the parameter count is the same."""
+    import torch
+
+    from nvae_ecg.config import get_config
+    from nvae_ecg.model import AutoEncoder
+
+    torch.manual_seed(0)
+    zeros = AutoEncoder(get_config("tiny", length=64))
+    torch.manual_seed(0)
+    replicate = AutoEncoder(get_config("tiny", length=64, output_padding="replicate"))
+    assert sum(p.numel() for p in zeros.parameters()) == sum(p.numel() for p in replicate.parameters())
+    s = torch.ones(2, zeros.cfg.num_channels_dec, 64)
+    with torch.no_grad():
+        out_z, out_r = zeros.output_layer(s), replicate.output_layer(s)
+    assert (out_z[..., 0] - out_z[..., 32]).abs().max() > 1e-3
+    assert torch.allclose(out_r[..., 0], out_r[..., 32], atol=1e-6)
+    assert torch.allclose(out_r[..., -1], out_r[..., 32], atol=1e-6)
+    assert get_config("demo").output_padding == "replicate" and get_config("paper").output_padding == "zeros"
