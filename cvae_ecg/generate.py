@@ -32,8 +32,8 @@ from cvae_ecg.model import CVAE
 from cvae_ecg.train import CHECKPOINT_KIND, GENERATOR
 from nvae_ecg.classes import resolve_classes
 from nvae_ecg.demographics import add_demographic_args
-from nvae_ecg.generation import (add_common_args, bounds_from_checkpoint, build_plan, demographic_targets,
-                                 demographics_meta, write_generated)
+from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                 demographic_targets, demographics_meta, write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
 
 
@@ -68,9 +68,11 @@ def main(args: argparse.Namespace) -> int:
     if condition == "classes" and fixed:
         raise SystemExit(f"error: {args.checkpoint} was trained with --condition classes (no demographics); it "
                          f"cannot honour {', '.join(fixed)}")
-    plan = build_plan(args, ckpt, class_cols)
+    plan = build_plan(PlanRequest.from_args(args), ckpt, class_cols)
     # The shared driver draws (or fixes) each batch's demographics and writes them into the same atomic folder.
-    targets = demographic_targets(args, ckpt, class_cols, condition in ("demographics", "both"))
+    targets = demographic_targets(ckpt, class_cols, condition in ("demographics", "both"), checkpoint=args.checkpoint,
+                                  seed=args.seed, age=args.age, sex=args.sex, data_dir=args.data_dir,
+                                  dataset=args.dataset)
     torch_gen = torch.Generator(device=device).manual_seed(args.seed)
 
     def sample_fn(y: torch.Tensor, t: float, demo: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,8 +86,9 @@ def main(args: argparse.Namespace) -> int:
             "demographics": demographics_meta(targets, ckpt),
             "epoch": ckpt.get("epoch"), "step": ckpt.get("step"), "train_seconds": ckpt.get("train_seconds"),
             "bounds": ckpt["bounds"], "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version")}
-    code = write_generated(sample_fn, plan, class_cols, bounds_from_checkpoint(ckpt), args, meta, model.cfg.length,
-                           device, temps=[args.temperature] * len(plan), targets=targets)
+    code = write_generated(sample_fn, plan, class_cols, bounds_from_checkpoint(ckpt),
+                           Output.from_args(args, args.generator_name), meta, model.cfg.length, device,
+                           temps=[args.temperature] * len(plan), targets=targets)
     if targets is not None:
         targets.report_widened(class_cols)
     return code

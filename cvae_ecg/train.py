@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log_every", type=int, default=50,
                    help="read the device-side scalars (and check for NaN and the time budget) every k steps")
-    g.add_argument("--sample_every", type=int, default=5, help="sample figures every k epochs (0: never)")
+    g.add_argument("--sample_every", type=int, default=10, help="sample figures every k epochs (0: never)")
     g.add_argument("--save_every", type=int, default=50,
                    help="keep a periodic checkpoint copy every k epochs; latest.pt is rewritten every epoch")
     add_quality_args(p)

@@ -17,12 +17,16 @@ shared VM drifts by tens of percent over minutes). One table is printed with the
 fast/original ratios; ``--json`` writes the figures with machine details.
 
 What is timed is a :class:`Benchmark`: a name, a workload factory and its modes. This module holds the
-harness and the core's own, ``cnvae`` (``nvae_ecg.train``'s ``compute_loss`` + ``apply_gradients``).
+harness and the core's own, ``cnvae`` (the trainer's ``compute_loss`` + ``apply_gradients``).
 The packages above the core bring theirs (``pulse2pulse.bench``: the WGAN-GP step of ``pulse2pulse.train``;
 ``train_test.bench``: the XResNet1d101 BCE step of ``train_test.classifier``) and declare them under the
 entry-point group ``cnvae_ecg.bench`` (pyproject.toml), through which ``--model`` finds them here without
 the core importing the packages above it; ``python -m pulse2pulse.bench`` / ``python -m train_test.bench``
 run the same harness on their own workloads without the entry points (a checkout that is not installed).
+
+Why one file above 500 lines: the harness (modes, one child process per mode, operator and FLOP counting,
+interleaved repeats, the tables) is one piece that every workload runs through; besides it only the core's own
+workload (cnvae, about 60 lines) and the DataLoader measurement live here, the others in their packages.
 
 Example::
 
@@ -42,11 +46,9 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -56,6 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.io import atomic_write_json
+from nvae_ecg.run import autocast, resolve_device
 from nvae_ecg.utils import keep_freed_cpu_memory
 from nvae_ecg.train import COMPILE_CHOICES
 
@@ -125,10 +128,9 @@ def labels(b: int, k: int, device, dtype) -> torch.Tensor:
 
 
 def autocast_for(device: torch.device, fast: bool):
-    """bf16 autocast on CUDA for the fast path; nothing on CPU (CPU bf16 autocast is slower there)."""
-    if fast and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    """The trainers' ``--amp bf16`` for the fast path (:func:`nvae_ecg.run.autocast`: CUDA only, CPU bf16 autocast
+    is slower there); nothing otherwise."""
+    return autocast(device, "bf16" if fast else "none")
 
 
 def cnvae_workload(args, device: torch.device, dtype: torch.dtype, mode: str) -> Workload:
@@ -137,7 +139,8 @@ def cnvae_workload(args, device: torch.device, dtype: torch.dtype, mode: str) ->
     from nvae_ecg.model import AutoEncoder, count_parameters
     from nvae_ecg.objectives import kl_balancer_coeff
     from nvae_ecg.reference_ops import use_authors_structure
-    from nvae_ecg.train import apply_gradients, compile_model, compute_loss
+    from nvae_ecg.objectives import compute_loss
+    from nvae_ecg.train import apply_gradients, compile_model
 
     fast, original = mode == "fast", mode == "original"
     if device.type == "cpu" and not original:
@@ -156,13 +159,13 @@ def cnvae_workload(args, device: torch.device, dtype: torch.dtype, mode: str) ->
     y = labels(b, cfg.num_classes, device, dtype)
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, model.groups_per_scale, fun="square").to(device)
     # kl_w < 1 keeps the KL-balancing branch live, as during the first 30 % of training.
-    loss_args = SimpleNamespace(kl_balance=args.kl_balance, spectral_regularization=args.spectral_regularization)
     amp = autocast_for(device, fast)
 
     def forward() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         with amp:
-            loss, _, _ = compute_loss(model, x, y, 0.5, loss_args, alpha_i, 1e-2)
+            loss, _, _ = compute_loss(model, x, y, 0.5, alpha_i, 1e-2, kl_balance=args.kl_balance,
+                                      spectral_regularization=args.spectral_regularization)
         return loss
 
     @torch.no_grad()
@@ -525,7 +528,6 @@ def parse_args(argv=None, benchmarks: Optional[Iterable[Benchmark]] = None) -> a
 
 def main(args: argparse.Namespace, benchmarks: Optional[Iterable[Benchmark]] = None) -> dict:
     """Run the benchmark, print the table, optionally write JSON; returns the figures."""
-    from nvae_ecg.generation import resolve_device
 
     benchmark = discover(benchmarks)[0][args.model]
     device = resolve_device(args.device)

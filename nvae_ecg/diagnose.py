@@ -17,6 +17,9 @@ samples for two labels drawn with the same noise); and the edge artefact (mean
 is written atomically. A 2-D (STFT) checkpoint gets the same report except the mixture
 section, which its Gaussian decoder does not have.
 
+Why one file above 500 lines: one report made of many small, independent probes (reconstruction, KL per group,
+mixture, gradient norms per block, conditioning), each a short function, plus its Markdown writer and command line.
+
 Example::
 
     python -m nvae_ecg.diagnose --checkpoint runs/demo/checkpoints/latest.pt --data_dir prepared \\

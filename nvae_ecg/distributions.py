@@ -26,6 +26,10 @@ with a learned scale models any real value, has an exact log-density and samples
 in one step. Entries that are identically zero (imaginary DC/Nyquist bins) are
 excluded by a mask and sampled as their mean.
 
+Why one file above 500 lines: the 8-lead mixture's log-likelihood and its hand-derived backward
+(``_MixtureLogProb``) sit next to the formulation they must equal, which tests/test_mixture_fused.py compares;
+Normal and the 2-D model's DiagonalGaussian are short.
+
 Example::
 
     python -c "import torch; from nvae_ecg.distributions import DiscMixLogistic8; d = DiscMixLogistic8(torch.randn(2, 33 * 3, 50), 3); print(d.log_prob(torch.rand(2, 8, 50)).shape, d.sample().shape)"

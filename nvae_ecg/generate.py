@@ -51,8 +51,8 @@ from nvae_ecg.classes import NUM_CLASSES, resolve_classes
 from nvae_ecg.config import ModelConfig
 from nvae_ecg.counts import PlanItem, plan_to_labels
 from nvae_ecg.demographics import add_demographic_args
-from nvae_ecg.generation import (DemographicTargets, add_common_args, bounds_from_checkpoint, build_plan,
-                                 demographic_targets, demographics_meta, write_generated)
+from nvae_ecg.generation import (DemographicTargets, Output, PlanRequest, add_common_args, bounds_from_checkpoint,
+                                 build_plan, demographic_targets, demographics_meta, write_generated)
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.run import load_checkpoint, load_plain, resolve_device
 
@@ -209,8 +209,10 @@ def main(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     model, ckpt, class_cols = load_model(args.checkpoint, device)
     name = generator_name(args.generator_name, model.cfg, args.checkpoint)
-    plan = build_plan(args, ckpt, class_cols)
-    targets = demographic_targets(args, ckpt, class_cols, model.cfg.uses_demographics)
+    plan = build_plan(PlanRequest.from_args(args), ckpt, class_cols)
+    targets = demographic_targets(ckpt, class_cols, model.cfg.uses_demographics, checkpoint=args.checkpoint,
+                                  seed=args.seed, age=args.age, sex=args.sex, data_dir=args.data_dir,
+                                  dataset=args.dataset)
     before_item, bn_batch = None, None
     if args.protocol == "authors":
         given = [f for f, v in (("--temperature", args.temperature), ("--temperature_range", args.temperature_range),
@@ -255,8 +257,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         def sample_fn(y, t, c):
             return model.sample(y, t=t, demographics=c)
-    code = write_generated(sample_fn, plan, class_cols, bounds_from_checkpoint(ckpt), args, meta, model.cfg.length,
-                           device, temps, before_item=before_item, targets=targets)
+    code = write_generated(sample_fn, plan, class_cols, bounds_from_checkpoint(ckpt), Output.from_args(args, name),
+                           meta, model.cfg.length, device, temps, before_item=before_item, targets=targets)
     if targets is not None:
         targets.report_widened(class_cols)
     return code

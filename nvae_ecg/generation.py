@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,7 +37,6 @@ from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.demographics import DemographicPool, DemographicStats, condition_matrix
 from nvae_ecg.io import remove_stale_temporaries
 from nvae_ecg.leads import eight_to_twelve
-from nvae_ecg.run import resolve_device  # noqa: F401  (re-exported: nvae_ecg.bench imports it from here)
 from nvae_ecg.samples import CONDITIONS_FILE, SampleWriter, make_conditions
 
 #: sample_fn(y, t) -> (B, 8, L) tensor in [0, 1] for a (B, K) float label tensor over the model's classes.
@@ -101,32 +101,33 @@ class DemographicTargets:
                   f"were drawn from the {scope} scope")
 
 
-def demographic_targets(args: argparse.Namespace, ckpt: dict, class_cols: Sequence[int],
-                        uses_demographics: bool) -> DemographicTargets | None:
+def demographic_targets(ckpt: dict, class_cols: Sequence[int], uses_demographics: bool, *, checkpoint,
+                        seed: int, age: float | None = None, sex: str | None = None,
+                        data_dir: str | os.PathLike | None = None,
+                        dataset: str | None = None) -> DemographicTargets | None:
     """Targets from ``--age``/``--sex`` (add_demographic_args) and the training split; None for a model without.
 
-    A model trained without demographics refuses ``--age``/``--sex`` (SystemExit naming the checkpoint);
-    drawing needs ``--data_dir`` unless both are given.
+    A model trained without demographics refuses ``--age``/``--sex`` (SystemExit naming ``checkpoint``);
+    drawing needs ``data_dir`` unless both are given.
     """
-    age, sex = getattr(args, "age", None), getattr(args, "sex", None)
     fixed = [f for f, v in (("--age", age), ("--sex", sex)) if v is not None]
     if not uses_demographics:
         if fixed:
-            raise SystemExit(f"error: {args.checkpoint} was trained without demographics (condition "
+            raise SystemExit(f"error: {checkpoint} was trained without demographics (condition "
                              f"{ckpt.get('condition', ckpt.get('config', {}).get('condition', 'classes'))!r}); it "
                              f"cannot honour {', '.join(fixed)}")
         return None
     if "demographics" not in ckpt:
-        raise SystemExit(f"error: {args.checkpoint} is conditioned on demographics but stores no 'demographics' "
+        raise SystemExit(f"error: {checkpoint} is conditioned on demographics but stores no 'demographics' "
                          "statistics (a checkpoint of an older version?)")
     stats = DemographicStats.from_dict(ckpt["demographics"])
     pool = None
     if age is None or sex is None:
-        if args.data_dir is None:
+        if data_dir is None:
             raise SystemExit("error: drawing demographics needs --data_dir (the training split's ages and sexes); "
                              "or give both --age and --sex")
-        pool = DemographicPool.from_prepared(args.data_dir, args.dataset or ckpt.get("dataset", "ptb-xl"), class_cols)
-    return DemographicTargets(stats, pool, age, sex, args.seed)
+        pool = DemographicPool.from_prepared(data_dir, dataset or ckpt.get("dataset", "ptb-xl"), class_cols)
+    return DemographicTargets(stats, pool, age, sex, seed)
 
 
 def demographics_meta(targets: DemographicTargets | None, ckpt: dict) -> dict:
@@ -144,7 +145,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="prepared data folder; its training split gives the counts for --task_type")
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="prepared dataset for the counts (default: the one the model was trained on)")
-    p.add_argument("--out_dir", required=True, help="output folder (generated-sample format or WFDB records)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out_dir", default=None, help="output folder (generated-sample format or WFDB records)")
+    out.add_argument("--out_root", default=None,
+                     help="instead of --out_dir: write to OUT_ROOT/<generator>_<task_type>, the generator name as it "
+                          "goes into meta.json (the layout the benchmarks' --generated_root reads)")
     p.add_argument("--overwrite", action="store_true", help="replace --out_dir if it exists")
     p.add_argument("--task_type", default="imbalance", choices=("imbalance", "addition", "custom"),
                    help="imbalance: fill every class but SR up to the largest; addition: factor x every label "
@@ -161,25 +166,60 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="npy: the repository's generated-sample format; wfdb: Challenge-style .hea/.mat records")
 
 
-def build_plan(args: argparse.Namespace, ckpt: dict, class_cols: Sequence[int]) -> list[PlanItem]:
-    """The plan over the 9 paper columns from --task_type (training-split counts) or --labels/--count."""
-    if args.task_type == "custom":
-        if not args.labels or not args.count or len(args.labels) != len(args.count):
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to generate: ``task_type`` imbalance/addition (counts of the training split of ``data_dir``) or custom."""
+
+    task_type: str = "imbalance"
+    factor: float | None = None  #: multiplier of the counts (None: generation_plan's default per task type)
+    labels: Sequence[str] | None = None  #: custom: one label combination per entry of ``count``
+    count: Sequence[int] | None = None
+    data_dir: str | os.PathLike | None = None
+    dataset: str | None = None  #: None: the checkpoint's dataset
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PlanRequest":
+        """The request of add_common_args' flags."""
+        return cls(args.task_type, args.factor, args.labels, args.count, args.data_dir, args.dataset)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how write_generated writes: ``fmt`` npy (generated-sample format) or wfdb, ``batch_size`` per call."""
+
+    out_dir: Path
+    fmt: str = "npy"
+    overwrite: bool = False
+    batch_size: int = 64
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, generator: str) -> "Output":
+        """The output of add_common_args' flags; ``--out_root`` resolves to OUT_ROOT/<generator>_<task_type>."""
+        out_dir = (Path(args.out_dir) if args.out_dir is not None
+                   else Path(args.out_root) / f"{generator}_{args.task_type}")
+        return cls(out_dir, args.format, args.overwrite, args.batch_size)
+
+
+def build_plan(request: PlanRequest, ckpt: dict, class_cols: Sequence[int]) -> list[PlanItem]:
+    """The plan over the 9 paper columns from the task type (training-split counts) or the custom labels/counts."""
+    if request.task_type == "custom":
+        if not request.labels or not request.count or len(request.labels) != len(request.count):
             raise SystemExit("error: --task_type custom needs matching --labels and --count (one --count per --labels)")
         plan = []
-        for spec, n in zip(args.labels, args.count):
+        for spec, n in zip(request.labels, request.count):
             cols = resolve_classes(spec)
             plan.append(PlanItem(tuple(int(c in cols) for c in range(NUM_CLASSES)), int(n)))
     else:
-        if args.data_dir is None:
-            raise SystemExit(f"error: --task_type {args.task_type} needs --data_dir (the prepared data, for the counts)")
+        if request.data_dir is None:
+            raise SystemExit(f"error: --task_type {request.task_type} needs --data_dir (the prepared data, for the "
+                             "counts)")
         from nvae_ecg.data.datasets import load_prepared, select_indices
 
-        prepared = load_prepared(args.data_dir, args.dataset or ckpt.get("dataset", "ptb-xl"))
+        prepared = load_prepared(request.data_dir, request.dataset or ckpt.get("dataset", "ptb-xl"))
         idx = select_indices(prepared, "train", classes=list(class_cols))
         sub = np.asarray(prepared.labels[idx])[:, list(class_cols)]
         plan = []
-        for item in generation_plan(sub, args.task_type, args.factor):
+        for item in generation_plan(sub, request.task_type, request.factor):
             row = [0] * NUM_CLASSES  # back from the model's columns to the 9 paper columns
             for j, c in enumerate(class_cols):
                 row[c] = item.labels[j]
@@ -223,10 +263,10 @@ def _draw(sample_fn, row9: np.ndarray, n: int, t: float, class_cols, bounds: Bou
 
 
 def write_generated(sample_fn: SampleFn | DemographicSampleFn, plan: Sequence[PlanItem], class_cols: Sequence[int],
-                    bounds: Bounds, args: argparse.Namespace, meta: dict, length: int, device: torch.device,
+                    bounds: Bounds, output: Output, meta: dict, length: int, device: torch.device,
                     temps: Sequence[float] | None = None, before_item: BeforeItemFn | None = None,
                     targets: DemographicTargets | None = None) -> int:
-    """Draw every ECG of the plan and write it (args.format npy or wfdb) atomically to args.out_dir.
+    """Draw every ECG of the plan and write it (output.fmt npy or wfdb) atomically to output.out_dir.
 
     With ``targets`` sample_fn also takes the batch's (B, 4) condition vectors, and the requested age/sex of every
     ECG go into the same atomic folder (``conditions.npy``; WFDB: the headers' Age/Sex and ``conditions.npy``).
@@ -237,13 +277,13 @@ def write_generated(sample_fn: SampleFn | DemographicSampleFn, plan: Sequence[Pl
         return 0
     temps = [1.0] * len(plan) if temps is None else list(temps)
     print(f"generating {n} ECGs with {meta.get('generator')}: {plan_summary(plan, CLASS_ABBREVS)}")
-    out = Path(args.out_dir)
+    out = Path(output.out_dir)
     for stale in remove_stale_temporaries(out.parent, name=out.name):
         print(f"removed {stale}, left by a killed generation run")
-    if args.format == "npy":
-        with SampleWriter(out, n, length=length, overwrite=args.overwrite) as writer:
+    if output.fmt == "npy":
+        with SampleWriter(out, n, length=length, overwrite=output.overwrite) as writer:
             with tqdm(total=n, desc="generating", unit="ECG") as bar:
-                for row, b, t in _batches(plan, temps, args.batch_size, before_item):
+                for row, b, t in _batches(plan, temps, output.batch_size, before_item):
                     x12, conditions = _draw(sample_fn, row, b, t, class_cols, bounds, device, targets)
                     writer.write(x12, np.tile(row, (b, 1)), conditions=conditions)
                     bar.update(b)
@@ -252,7 +292,7 @@ def write_generated(sample_fn: SampleFn | DemographicSampleFn, plan: Sequence[Pl
         return 0
     from nvae_ecg.data.challenge import write_challenge_record
 
-    if out.exists() and not args.overwrite:
+    if out.exists() and not output.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -261,7 +301,7 @@ def write_generated(sample_fn: SampleFn | DemographicSampleFn, plan: Sequence[Pl
     parts = []
     try:
         with tqdm(total=n, desc="generating (wfdb)", unit="ECG") as bar:
-            for row, b, t in _batches(plan, temps, args.batch_size, before_item):
+            for row, b, t in _batches(plan, temps, output.batch_size, before_item):
                 codes = [CLASS_CODES[c] for c in range(NUM_CLASSES) if row[c]]
                 x12, conditions = _draw(sample_fn, row, b, t, class_cols, bounds, device, targets)
                 for i in range(b):

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from nvae_ecg.distributions import DiscMixLogistic8
 
@@ -83,6 +84,32 @@ def kl_balancer(kl_all: Sequence[torch.Tensor], kl_coeff: float = 1.0, kl_balanc
 def reconstruction_loss(dist: DiscMixLogistic8, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """Negative log-likelihood per record (B,): -sum over time of the 8-lead joint log-probability."""
     return -dist.log_prob(x, validate=validate).sum(dim=1)
+
+
+def compute_loss(model, x, y, kl_w: float, alpha_i, wdn_coeff: float, *, kl_balance: bool,
+                 spectral_regularization: bool, demographics=None):
+    """NELBO-based training loss of one batch (NVAE train.py) and its parts (all tensors).
+
+    ``model`` is the AutoEncoder (or its DistributedDataParallel wrapper), ``kl_w`` the KL warm-up weight,
+    ``alpha_i`` the KL balancing coefficients (:func:`kl_balancer_coeff`), ``wdn_coeff`` the weight of the BatchNorm
+    scale (and, with ``spectral_regularization``, spectral) penalty. Returns (loss, parts, model output).
+    """
+    # The loss uses the analytic KL; log q and log p are for the IW estimate.
+    out = model(x, y, log_probs=False, demographics=demographics)
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    dist_out = core.decoder_output(out.logits)
+    # The loaders clip the data to [0, 1], so the likelihood's range check (a host sync) is skipped here.
+    recon = reconstruction_loss(dist_out, x, validate=False)
+    kl, kl_coeffs, kl_vals = kl_balancer(out.kl_all, kl_w, kl_balance=kl_balance, alpha_i=alpha_i)
+    nelbo = recon + kl
+    loss = nelbo.mean()
+    bn_loss = core.batchnorm_loss()
+    loss = loss + wdn_coeff * bn_loss
+    if spectral_regularization:
+        loss = loss + wdn_coeff * core.spectral_norm_parallel()
+    # kl_vals holds the batch-mean KL of each group, unweighted: their sum is the mean KL per record.
+    kl_mean, recon_mean = kl_vals.sum(), recon.mean()
+    return loss, {"recon": recon_mean, "kl": kl_mean, "nelbo": recon_mean + kl_mean, "bn_loss": bn_loss}, out
 
 
 def log_iw(dist: DiscMixLogistic8, x: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:

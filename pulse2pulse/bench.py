@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import nullcontext
 
 import torch
 
@@ -33,7 +32,7 @@ def gan_workload(args, device: torch.device, dtype: torch.dtype, mode: str) -> b
     d = build_discriminator(cfg).to(device=device, dtype=dtype)
     opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if fast and device.type == "cuda" else None
+    amp = bench.autocast_for(device, fast)
     b = args.batch_size
     x = torch.rand(b, cfg.num_channels, cfg.length, device=device, dtype=dtype)
     y = bench.labels(b, cfg.num_classes, device, dtype)
@@ -47,7 +46,7 @@ def gan_workload(args, device: torch.device, dtype: torch.dtype, mode: str) -> b
 
     @torch.no_grad()
     def sample() -> torch.Tensor:
-        with amp if amp is not None else nullcontext():
+        with amp:
             return g(g.noise(b, device=device).to(dtype), y)
 
     n = count_parameters(g) + count_parameters(d)

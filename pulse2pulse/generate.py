@@ -26,7 +26,8 @@ import sys
 import torch
 
 from nvae_ecg.classes import resolve_classes
-from nvae_ecg.generation import add_common_args, bounds_from_checkpoint, build_plan, write_generated
+from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                 write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
 from pulse2pulse.config import GANConfig
 from pulse2pulse.models import build_generator
@@ -65,14 +66,16 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     generator, ckpt, class_cols = load_generator(args.checkpoint, device)
     rng = torch.Generator(device=device).manual_seed(args.seed)
-    plan = build_plan(args, ckpt, class_cols)
-    meta = {"generator": args.generator_name or ckpt["generator"], "task_type": args.task_type,
+    plan = build_plan(PlanRequest.from_args(args), ckpt, class_cols)
+    name = args.generator_name or ckpt["generator"]
+    meta = {"generator": name, "task_type": args.task_type,
             "factor": args.factor, "checkpoint": str(args.checkpoint), "seed": args.seed,
             "model_classes": ckpt["classes"], "model_config": ckpt["config"], "epoch": ckpt.get("epoch"),
             "step": ckpt.get("step"), "train_seconds": ckpt.get("train_seconds"), "bounds": ckpt["bounds"],
             "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version")}
     return write_generated(lambda y, t: generator.sample(y, generator=rng), plan, class_cols,
-                           bounds_from_checkpoint(ckpt), args, meta, generator.cfg.length, device)
+                           bounds_from_checkpoint(ckpt), Output.from_args(args, name), meta, generator.cfg.length,
+                           device)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log_every", type=int, default=50,
                    help="read the device-side scalars (and check for NaN and the time budget) every k steps")
-    g.add_argument("--sample_every", type=int, default=5, help="per-class sample figures every k epochs (0: never)")
+    g.add_argument("--sample_every", type=int, default=100,
+                   help="per-class sample figures every k epochs (0: never; the paper runs 1200-1350 epochs)")
     g.add_argument("--save_every", type=int, default=100,
                    help="keep a periodic checkpoint copy every k epochs (the fork's --save_interval); "
                         "latest.pt is rewritten every epoch")

@@ -9,6 +9,9 @@
 #   MODES        precision modes (empty: the benchmark's default, fast float64 original for cnvae, fast float64 else)
 #   THREADS      torch CPU threads, 0 = default (0)    REPEATS  interleaved runs of every mode, median reported (1)
 #   PYTHON       interpreter (python)
+# Deliberately not python -m nvae_ecg.bench's defaults (batch 8, 5 steps, 2 warm-up, 2 split steps, 2 sampling
+# batches: a quick CPU look): this script measures the paper's batch as BENCHMARKS.md reports it. Its other defaults
+# are the module's own (tests/test_script_presets.py compares them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="$(mkdir -p "${1:-${OUT_DIR:-$PWD/results/bench}}" && cd "${1:-${OUT_DIR:-$PWD/results/bench}}" && pwd)"

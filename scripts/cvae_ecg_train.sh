@@ -6,7 +6,8 @@
 #   NGPUS=N         processes/GPUs on this node (torchrun); 1 runs a single process
 #   CONDITION       demographics (default: [age z, age missing, male, female]), classes or both
 #   EPOCHS (300), MAX_HOURS (0: none; the paper's protocol gives every baseline the VAE's training time),
-#   BATCH_SIZE (32), MAX_STEPS (0), AMP (none|bf16), PYTHON, EXTRA_ARGS (appended verbatim)
+#   BATCH_SIZE (32), MAX_STEPS (0), AMP (none|bf16), NUM_WORKERS (2), PYTHON, EXTRA_ARGS (appended verbatim)
+# Every default here is cvae_ecg.train's own (tests/test_script_presets.py compares them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${1:-${DATA_DIR:-$REPO/data/prepared}}"
@@ -19,6 +20,7 @@ MAX_HOURS="${MAX_HOURS:-0}"
 BATCH_SIZE="${BATCH_SIZE:-32}"
 MAX_STEPS="${MAX_STEPS:-0}"
 AMP="${AMP:-none}"
+NUM_WORKERS="${NUM_WORKERS:-2}"
 PYTHON="${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 if [[ "$NGPUS" -gt 1 ]]; then
@@ -33,6 +35,6 @@ cd "$REPO"
     --config ecg --condition "$CONDITION" \
     --epochs "$EPOCHS" --max_hours "$MAX_HOURS" --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" \
     --learning_rate 1e-3 --beta1 0.9 --beta2 0.999 --adam_eps 1e-7 \
-    --amp "$AMP" --num_workers 4 --seed 1 \
+    --amp "$AMP" --num_workers "$NUM_WORKERS" --seed 1 \
     --log_every 50 --sample_every 10 --save_every 50 \
     "${EXTRA[@]}"

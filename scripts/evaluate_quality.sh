@@ -11,12 +11,13 @@
 # Environment (defaults = the paper's classifier, Table IV; shrink them for smoke runs):
 #   CLASSIFIER_CKPT=OUT_DIR/classifier.pt (reused when it exists, else trained and saved there)
 #   ARCH=xresnet1d101 EPOCHS=50 BATCH_SIZE=128 LR=1e-3 WEIGHT_DECAY=1e-2 BOOTSTRAP=1000 AMP=bf16 DEVICE=auto
-#   NUM_WORKERS=4 MAX_PER_CLASS=200 MAX_TRAIN_NN=0 K=5 WORKERS=4 SEED=0 DATASET=ptb-xl TSTR=1 (0: skip TSTR)
+#   NUM_WORKERS=2 MAX_PER_CLASS=200 MAX_TRAIN_NN=0 K=5 WORKERS (physiology processes; unset: up to 4) SEED=0 DATASET=ptb-xl TSTR=1 (0: skip TSTR)
 #   PHYSIOLOGY_BACKEND=auto PYTHON=python GENERATED="NAME=PATH ..." (instead of/besides the root)
 #   WITH_DEEPFAKE=0 (1: add the published deepfake-ecg Pulse2Pulse, trained on real ECGs, as an unconditional
 #   reference source: DEEPFAKE_N=1000 of its ECGs (DEEPFAKE_SEED=0) written once to
 #   DEEPFAKE_DIR=OUT_DIR/deepfake_ecg by python -m pulse2pulse.deepfake, reused when present)
 #   EXTRA_ARGS (appended verbatim)
+# Every default here is train_test.evaluate_quality's own (tests/test_script_presets.py compares them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREPARED_DIR="${1:-${PREPARED_DIR:-$REPO/data/prepared}}"
@@ -31,17 +32,18 @@ WEIGHT_DECAY="${WEIGHT_DECAY:-1e-2}"
 BOOTSTRAP="${BOOTSTRAP:-1000}"
 AMP="${AMP:-bf16}"
 DEVICE="${DEVICE:-auto}"
-NUM_WORKERS="${NUM_WORKERS:-4}"
+NUM_WORKERS="${NUM_WORKERS:-2}"
 MAX_PER_CLASS="${MAX_PER_CLASS:-200}"
 MAX_TRAIN_NN="${MAX_TRAIN_NN:-0}"
 K="${K:-5}"
-WORKERS="${WORKERS:-4}"
 SEED="${SEED:-0}"
 TSTR="${TSTR:-1}"
 PHYSIOLOGY_BACKEND="${PHYSIOLOGY_BACKEND:-auto}"
 PYTHON="${PYTHON:-python}"
 read -r -a GENERATED_LIST <<< "${GENERATED:-}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+WORKER_ARGS=()
+if [[ -n "${WORKERS:-}" ]]; then WORKER_ARGS=(--workers "$WORKERS"); fi
 # Absolute paths: the command below runs from the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 PREPARED_DIR="$(abspath "$PREPARED_DIR")"
@@ -86,7 +88,7 @@ cd "$REPO"
     --max_train_nn "$MAX_TRAIN_NN" \
     --k "$K" \
     --physiology_backend "$PHYSIOLOGY_BACKEND" \
-    --workers "$WORKERS" \
+    "${WORKER_ARGS[@]}" \
     --seed "$SEED" \
     --arch "$ARCH" \
     --epochs "$EPOCHS" \

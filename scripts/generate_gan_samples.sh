@@ -3,13 +3,15 @@
 # Usage: scripts/generate_gan_samples.sh [CHECKPOINT] [DATA_DIR] [OUT_ROOT]
 #   writes OUT_ROOT/<generator>_imbalance and OUT_ROOT/<generator>_addition (generated-sample format), where
 #   <generator> is wavegan_star or pulse2pulse as stored in the checkpoint (override with GEN_NAME)
-# Environment: BATCH_SIZE, FACTOR (addition), SEED, PYTHON, TASKS ("imbalance addition"), GEN_NAME, EXTRA_ARGS
+# Environment: BATCH_SIZE (64; more is faster on a GPU), FACTOR (addition, 2), SEED (0), PYTHON,
+#   TASKS ("imbalance addition"), GEN_NAME, EXTRA_ARGS
+# Every default here is pulse2pulse.generate's own (tests/test_script_presets.py compares them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHECKPOINT="${1:-${CHECKPOINT:-$REPO/runs/wavegan_star/checkpoints/latest.pt}}"
 DATA_DIR="${2:-${DATA_DIR:-$REPO/data/prepared}}"
 OUT_ROOT="${3:-${OUT_ROOT:-$REPO/results/generated}}"
-BATCH_SIZE="${BATCH_SIZE:-256}"
+BATCH_SIZE="${BATCH_SIZE:-64}"
 FACTOR="${FACTOR:-2}"
 SEED="${SEED:-0}"
 TASKS="${TASKS:-imbalance addition}"
@@ -20,10 +22,8 @@ if [[ ! -f "$CHECKPOINT" ]]; then
     echo "error: checkpoint $CHECKPOINT not found (train with scripts/wavegan_star_train.sh or scripts/pulse2pulse_train.sh)" >&2
     exit 2
 fi
-if [[ -z "${GEN_NAME:-}" ]]; then
-    # mmap: reads the small 'generator' entry without loading the discriminator's weights into memory.
-    GEN_NAME="$("$PYTHON" -c 'import sys, torch; c = torch.load(sys.argv[1], map_location="cpu", mmap=True, weights_only=False); print(c.get("generator") or sys.exit(f"error: {sys.argv[1]} is not a pulse2pulse GAN checkpoint"))' "$CHECKPOINT")"
-fi
+NAME_ARGS=()
+if [[ -n "${GEN_NAME:-}" ]]; then NAME_ARGS=(--generator_name "$GEN_NAME"); fi
 for TASK in $TASKS; do
     FACTOR_ARGS=()
     if [[ "$TASK" == "addition" ]]; then FACTOR_ARGS=(--factor "$FACTOR"); fi
@@ -31,7 +31,7 @@ for TASK in $TASKS; do
         --checkpoint "$CHECKPOINT" --data_dir "$DATA_DIR" --dataset ptb-xl \
         --task_type "$TASK" "${FACTOR_ARGS[@]}" \
         --batch_size "$BATCH_SIZE" --seed "$SEED" \
-        --format npy --generator_name "$GEN_NAME" \
-        --out_dir "$OUT_ROOT/${GEN_NAME}_$TASK" --overwrite \
+        --format npy "${NAME_ARGS[@]}" \
+        --out_root "$OUT_ROOT" --overwrite \
         "${EXTRA[@]}"
 done

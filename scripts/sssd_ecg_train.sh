@@ -8,8 +8,10 @@
 #   CONFIG=tiny     a tiny configuration for CPU smoke runs (with MAX_STEPS=20 etc.); default paper; also small
 #   MAX_STEPS       default 100000 = the authors' n_iters
 #   MAX_HOURS       wall-clock budget in hours (0: none): the paper's protocol gives every generator the VAE's time
-#   LENGTH (1000: 100 Hz; 5000: native 500 Hz, not validated), AMPLITUDE (pm1|unit|mv), BATCH_SIZE (6),
-#   AMP (none|bf16), SAVE_EVERY (4000), QUALITY_EVERY (10000), PYTHON, EXTRA_ARGS (appended verbatim)
+#   LENGTH (the preset's, 1000: 100 Hz; 5000: native 500 Hz, not validated), AMPLITUDE (the preset's, pm1; or
+#   unit|mv), BATCH_SIZE (6), AMP (none|bf16), SAVE_EVERY (4000), QUALITY_EVERY (10000), NUM_WORKERS (2),
+#   PYTHON, EXTRA_ARGS (appended verbatim)
+# Every default here is sssd_ecg.train's own (tests/test_script_presets.py compares them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${1:-${DATA_DIR:-$REPO/data/prepared}}"
@@ -19,14 +21,17 @@ NGPUS="${NGPUS:-1}"
 CONFIG="${CONFIG:-paper}"
 MAX_STEPS="${MAX_STEPS:-100000}"
 MAX_HOURS="${MAX_HOURS:-0}"
-LENGTH="${LENGTH:-1000}"
-AMPLITUDE="${AMPLITUDE:-pm1}"
 BATCH_SIZE="${BATCH_SIZE:-6}"
 AMP="${AMP:-none}"
+NUM_WORKERS="${NUM_WORKERS:-2}"
 SAVE_EVERY="${SAVE_EVERY:-4000}"
 QUALITY_EVERY="${QUALITY_EVERY:-10000}"
 PYTHON="${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+# Unset: the preset's (sssd_ecg.config).
+OPTIONAL=()
+if [[ -n "${LENGTH:-}" ]]; then OPTIONAL+=(--length "$LENGTH"); fi
+if [[ -n "${AMPLITUDE:-}" ]]; then OPTIONAL+=(--amplitude "$AMPLITUDE"); fi
 if [[ "$NGPUS" -gt 1 ]]; then
     LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPUS")
 else
@@ -36,8 +41,8 @@ cd "$REPO"
 "${LAUNCH[@]}" -m sssd_ecg.train \
     --data_dir "$DATA_DIR" --dataset ptb-xl --classes all \
     --root "$ROOT" --save "$NAME" \
-    --config "$CONFIG" --length "$LENGTH" --amplitude "$AMPLITUDE" \
+    --config "$CONFIG" "${OPTIONAL[@]}" \
     --max_steps "$MAX_STEPS" --max_hours "$MAX_HOURS" --batch_size "$BATCH_SIZE" --learning_rate 2e-4 \
-    --amp "$AMP" --num_workers 4 --seed 1 \
+    --amp "$AMP" --num_workers "$NUM_WORKERS" --seed 1 \
     --log_every 100 --save_every "$SAVE_EVERY" --quality_every "$QUALITY_EVERY" \
     "${EXTRA[@]}"

@@ -5,7 +5,9 @@
 # Environment:
 #   NGPUS=N      processes/GPUs on this node (torchrun); 1 runs a single process
 #   CONFIG=small a small configuration for CPU smoke runs (with EPOCHS=2 etc.)
-#   EPOCHS, BATCH_SIZE, MAX_STEPS, AMP (none|bf16|fp16), PYTHON, EXTRA_ARGS (appended verbatim)
+#   EPOCHS (500), BATCH_SIZE (64), MAX_STEPS (0), AMP (none, as python -m nvae_ecg.train; bf16 or fp16 trade
+#   precision for speed on a GPU), NUM_WORKERS (2), PYTHON, EXTRA_ARGS (appended verbatim)
+# Every default here is nvae_ecg.train's own (tests/test_script_presets.py compares them).
 # Where the paper and the authors' script disagree:
 #   batch size: Table V says 64. The authors' current scripts/training_conditional.sh runs 32 on one GPU
 #   (--batch_size 32 --num_process_per_node 1); an earlier version ran 64 per GPU on two (effective 128).
@@ -21,7 +23,8 @@ CONFIG="${CONFIG:-paper}"
 EPOCHS="${EPOCHS:-500}"
 BATCH_SIZE="${BATCH_SIZE:-64}"
 MAX_STEPS="${MAX_STEPS:-0}"
-AMP="${AMP:-bf16}"
+AMP="${AMP:-none}"
+NUM_WORKERS="${NUM_WORKERS:-2}"
 PYTHON="${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 if [[ "$NGPUS" -gt 1 ]]; then
@@ -38,6 +41,6 @@ cd "$REPO"
     --learning_rate 1e-3 --learning_rate_min 5e-4 --weight_decay 3e-4 --percent_epochs 5 \
     --weight_decay_norm 1e-2 \
     --kl_anneal_portion 0.3 --kl_const_portion 1e-4 --kl_const_coeff 1e-4 \
-    --amp "$AMP" --num_workers 4 --seed 1 \
+    --amp "$AMP" --num_workers "$NUM_WORKERS" --seed 1 \
     --log_every 50 --eval_every 1 --iw_every 10 --iw_samples 10 --sample_every 5 --save_every 5 \
     "${EXTRA[@]}"

@@ -24,7 +24,8 @@ import sys
 import torch
 
 from nvae_ecg.classes import resolve_classes
-from nvae_ecg.generation import add_common_args, bounds_from_checkpoint, build_plan, write_generated
+from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                 write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
 from sssd_ecg.config import SSSDConfig
 from sssd_ecg.diffusion import Diffusion
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, diffusion, ckpt, class_cols = load_generator(args.checkpoint, device)
     rng = torch.Generator(device=device).manual_seed(args.seed)
-    plan = build_plan(args, ckpt, class_cols)
+    plan = build_plan(PlanRequest.from_args(args), ckpt, class_cols)
     bounds = bounds_from_checkpoint(ckpt)
     sample = sampler_fn(model, diffusion, bounds, generator=rng, progress=args.progress)
     meta = {"generator": args.generator_name, "task_type": args.task_type, "factor": args.factor,
@@ -71,8 +72,8 @@ def main(args: argparse.Namespace) -> int:
             "model_config": ckpt["config"], "model_fs": model.cfg.fs, "denoising_steps": diffusion.num_steps,
             "epoch": ckpt.get("epoch"), "step": ckpt.get("step"), "train_seconds": ckpt.get("train_seconds"),
             "bounds": ckpt["bounds"], "source_dataset": ckpt.get("dataset"), "code_version": ckpt.get("code_version")}
-    return write_generated(lambda y, t: sample(y), plan, class_cols, bounds, args, meta, model.cfg.data_length,
-                           device)
+    return write_generated(lambda y, t: sample(y), plan, class_cols, bounds,
+                           Output.from_args(args, args.generator_name), meta, model.cfg.data_length, device)
 
 
 if __name__ == "__main__":

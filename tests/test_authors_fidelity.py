@@ -94,16 +94,16 @@ def _run(checkpoint, out, monkeypatch, *extra):
     calls, draws = [], []
     real_readjust, real_sample = generate.readjust_bn_combination, AutoEncoder.sample
 
-    def spy_readjust(model, row, iters, batch_size, t, device):
+    def spy_readjust(model, row, iters, batch_size, t, device, *rest, **kw):
         before = _means(model)
-        real_readjust(model, row, iters, batch_size, t, device)
+        real_readjust(model, row, iters, batch_size, t, device, *rest, **kw)
         calls.append({"row": np.asarray(row).tolist(), "iters": iters, "batch": batch_size, "t": t,
                       "before": before, "after": _means(model),
                       "momenta": {m.momentum for m in generate.batchnorm_layers(model)}})
 
-    def spy_sample(self, y, t=1.0):
+    def spy_sample(self, y, t=1.0, *rest, **kw):
         draws.append({"row": y[0].tolist(), "n": len(y), "t": t, "training": self.training, "means": _means(self)})
-        return real_sample(self, y, t)
+        return real_sample(self, y, t, *rest, **kw)
 
     monkeypatch.setattr(generate, "readjust_bn_combination", spy_readjust)
     monkeypatch.setattr(AutoEncoder, "sample", spy_sample)

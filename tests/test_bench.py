@@ -18,7 +18,6 @@ import ast
 import importlib
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -137,12 +136,12 @@ def _train_nelbos(dtype: torch.dtype, state: dict, batches, cfg, monkeypatch, st
     model = model.to(dtype)
     opt = torch.optim.Adamax(model.parameters(), 1e-3, weight_decay=3e-4, eps=1e-3)
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, model.groups_per_scale)
-    args = SimpleNamespace(kl_balance=True, spectral_regularization=True)
     out = []
     for i in range(steps):
         x, y = batches[i % len(batches)]
         opt.zero_grad(set_to_none=True)
-        loss, parts, _ = compute_loss(model, x.to(dtype), y.to(dtype), 0.5, args, alpha_i, 1e-2)
+        loss, parts, _ = compute_loss(model, x.to(dtype), y.to(dtype), 0.5, alpha_i, 1e-2, kl_balance=True,
+                                      spectral_regularization=True)
         loss.backward()
         apply_gradients(model, opt, None, 0.0)
         out.append(float(parts["nelbo"].detach()))
@@ -242,7 +241,6 @@ def test_authors_structure_is_the_same_model():
     cfg = get_config("tiny", length=256)
     x, y = torch.rand(2, 8, 256, dtype=torch.float64), torch.eye(cfg.num_classes, dtype=torch.float64)[:2]
     alpha_i = kl_balancer_coeff(cfg.num_latent_scales, AutoEncoder(cfg).groups_per_scale, fun="square")
-    loss_args = SimpleNamespace(kl_balance=True, spectral_regularization=True)
     losses, grads = [], []
     for authors in (False, True):
         torch.manual_seed(0)
@@ -251,7 +249,7 @@ def test_authors_structure_is_the_same_model():
             notes = reference_ops.use_authors_structure(model)
             assert notes and not model.batch_weight_norm
         torch.manual_seed(1)
-        loss, _, _ = compute_loss(model, x, y, 0.5, loss_args, alpha_i, 1e-2)
+        loss, _, _ = compute_loss(model, x, y, 0.5, alpha_i, 1e-2, kl_balance=True, spectral_regularization=True)
         loss.backward()
         losses.append(loss.detach())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))

@@ -6,9 +6,9 @@ normalisation bounds). ``select_indices`` picks the rows of a split, optionally 
 those carrying one of the selected classes, and optionally a deterministic fraction
 of them (nested: with the same seed a 10 % subset lies inside the 20 % one), which
 the fine-tuning experiments use. ``GeneratorDataset`` yields the 8 independent leads
-min-max normalised to [0, 1] by the dataset's bounds; ``ClassifierDataset`` yields
-all 12 leads in mV. Both open the memory map lazily in the process that reads, so
-they pickle cheaply into DataLoader workers (fork or spawn).
+min-max normalised to [0, 1] by the dataset's bounds (the classifiers read their own
+sets, :mod:`train_test.data`). It opens the memory map lazily in the process that
+reads, so it pickles cheaply into DataLoader workers (fork or spawn).
 
 Example::
 
@@ -193,14 +193,3 @@ class GeneratorDataset(_PreparedDataset):
 
     def _x(self, row: np.ndarray) -> np.ndarray:
         return self.bounds.to_unit(row[list(INDEPENDENT_IDX)], clip=True).astype(np.float32)
-
-
-class ClassifierDataset(_PreparedDataset):
-    """``(x, y)``: x float32 (12, T) in mV (LEADS12 order), y float32 multi-hot (C,); keeps unlabelled records by default."""
-
-    def __init__(self, prepared_dir, dataset: str = "ptb-xl", split: str = "train", classes=None,
-                 fraction: float = 1.0, fraction_seed: int = 0, require_label: bool = False):
-        super().__init__(prepared_dir, dataset, split, classes, fraction, fraction_seed, require_label)
-
-    def _x(self, row: np.ndarray) -> np.ndarray:
-        return row

@@ -32,6 +32,10 @@ records are skipped with a reason (listed in ``records.csv`` and in the summary)
 ``--strict`` turns any skip into an error. Output layout: see the repository docs
 (signals.npy, labels.npy, records.csv, bounds.json, prepare.json per dataset).
 
+Why one file above 500 lines: the preparation is one pipeline (discover, read in worker processes, bounds,
+filter, split, swap atomically into place) whose stages share :class:`PrepareOptions` and the temporary folder;
+the record reader is :mod:`nvae_ecg.data.challenge` and the bounds :mod:`nvae_ecg.data.bounds`.
+
 Example::
 
     python -m nvae_ecg.data.prepare ../shared/data/challenge2021-sample prepared --workers 2
@@ -48,8 +52,10 @@ import shutil
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, fields
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,6 +72,40 @@ from nvae_ecg.leads import INDEPENDENT_IDX, LEADS8
 SPLITS = ("train", "val", "test")
 RECORD_COLUMNS = ("record", "path", "age", "sex", "dx", "fs", "n_samples", "kept", "reason", "index", "split", "detail")
 _COPY_CHUNK = 256  # rows per chunk when copying kept records (about 60 MB of float32)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything a preparation run is told (the flags of :func:`parse_args`, same names, same order; prepare.json
+    records them as ``flags``)."""
+
+    raw_dir: Path
+    out_dir: Path
+    datasets: Sequence[str] = DATASETS
+    fs: float = 500.0
+    seconds: float = 10.0
+    pad_mode: str = "zero"
+    min_seconds: float = 5.0
+    lower_percentile: float = 2.5
+    upper_percentile: float = 97.5
+    no_filter: bool = False
+    seed: int = 0
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1)
+    split_mode: str = "auto"
+    ptbxl_database: Path | None = None
+    workers: int = 1
+    strict: bool = False
+    max_records: int | None = None
+    max_messages: int = 20
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PrepareOptions":
+        return cls(**vars(args))
+
+    def flags(self) -> dict:
+        """The options as prepare.json stores them (paths as strings)."""
+        return {f.name: (str(v) if isinstance(v, Path) else v) for f in fields(self) for v in [getattr(self, f.name)]}
+
 
 class PrepareError(RuntimeError):
     """A problem that stops the preparation (bad flags, --strict skip, no usable data)."""
@@ -355,7 +395,7 @@ def existing_datasets(out_dir: Path, selected: list[str]) -> dict[str, dict]:
 
 
 def _write_overall(out_dir: Path, raw_dir: Path, entries: dict[str, dict], earlier: set[str],
-                   args: argparse.Namespace, t0: float) -> dict:
+                   opts: PrepareOptions, t0: float) -> dict:
     """Write OUT_DIR/prepare.json describing exactly the dataset entries given (in DATASETS order)."""
     overall = {
         "raw_dir": str(raw_dir),
@@ -364,7 +404,7 @@ def _write_overall(out_dir: Path, raw_dir: Path, entries: dict[str, dict], earli
                      for name in DATASETS if name in entries},
         # Datasets kept from an earlier run (not in --datasets); their flags are in OUT_DIR/<dataset>/prepare.json.
         "datasets_from_earlier_runs": [name for name in DATASETS if name in earlier],
-        "flags": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "flags": opts.flags(),
         "versions": _versions(),
         "seconds": round(time.time() - t0, 3),
     }
@@ -403,19 +443,19 @@ def _class_counts(labels: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- one dataset
-def _skip_dataset(name: str, status: str, message: str, args) -> dict:
-    if args.strict:
+def _skip_dataset(name: str, status: str, message: str, opts: PrepareOptions) -> dict:
+    if opts.strict:
         raise PrepareError(f"--strict: {message}")
     tqdm.write(f"[{name}] skipped: {message}", file=sys.stderr)
     return {"dataset": name, "status": status, "message": message}
 
 
-def _run_pass1(name: str, heas: list[Path], memmap_path: Path, offset: int, args, n_target: int):
+def _run_pass1(name: str, heas: list[Path], memmap_path: Path, offset: int, opts: PrepareOptions, n_target: int):
     """Yield per-record results of pass 1, in record order, from a pool or this process."""
-    cfg = {"memmap": str(memmap_path), "offset": int(offset), "fs": float(args.fs), "seconds": float(args.seconds), "n": n_target,
-           "pad_mode": args.pad_mode, "min_seconds": float(args.min_seconds)}
+    cfg = {"memmap": str(memmap_path), "offset": int(offset), "fs": float(opts.fs), "seconds": float(opts.seconds),
+           "n": n_target, "pad_mode": opts.pad_mode, "min_seconds": float(opts.min_seconds)}
     tasks = [(i, str(h)) for i, h in enumerate(heas)]
-    workers = min(args.workers, len(tasks))
+    workers = min(opts.workers, len(tasks))
     bar = dict(total=len(tasks), desc=f"{name}: reading", unit="rec", mininterval=0.5, dynamic_ncols=True)
     if workers <= 1:
         _init_worker(cfg)
@@ -430,24 +470,24 @@ def _run_pass1(name: str, heas: list[Path], memmap_path: Path, offset: int, args
         yield from tqdm(pool.imap(_process, tasks, chunksize=chunksize), **bar)
 
 
-def prepare_dataset(name: str, args) -> dict:
+def prepare_dataset(name: str, opts: PrepareOptions) -> dict:
     """Prepare one dataset folder into OUT_DIR/<name> atomically; returns its summary (also in its prepare.json)."""
     t0 = time.time()
-    raw_dir, out_dir = Path(args.raw_dir), Path(args.out_dir)
+    raw_dir, out_dir = Path(opts.raw_dir), Path(opts.out_dir)
     ds_dir = raw_dir / name
     if not ds_dir.is_dir():
-        return _skip_dataset(name, "missing_folder", f"dataset folder {ds_dir} does not exist", args)
+        return _skip_dataset(name, "missing_folder", f"dataset folder {ds_dir} does not exist", opts)
     heas, orphans = discover_records(ds_dir)
-    if args.max_records is not None:
-        heas = heas[: args.max_records]
+    if opts.max_records is not None:
+        heas = heas[: opts.max_records]
     if not heas:
-        return _skip_dataset(name, "empty_folder", f"dataset folder {ds_dir} holds no .hea header files", args)
+        return _skip_dataset(name, "empty_folder", f"dataset folder {ds_dir} holds no .hea header files", opts)
 
     rows: list[dict] = []
     messages: list[str] = []
 
     def skip_row(path: Path, record: str, reason: str, detail: str, **meta) -> None:
-        if args.strict:
+        if opts.strict:
             raise PrepareError(f"--strict: {detail}")
         row = {"record": record, "path": str(path.relative_to(raw_dir)), "age": math.nan, "sex": "", "dx": "",
                "fs": math.nan, "n_samples": -1, "kept": False, "reason": reason, "index": -1, "split": "", "detail": detail}
@@ -472,7 +512,7 @@ def prepare_dataset(name: str, args) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        n_target = int(round(args.fs * args.seconds))
+        n_target = int(round(opts.fs * opts.seconds))
         raw_path = tmp / "_pass1_signals.npy"
         offset = _create_npy(raw_path, (len(heas), 12, n_target))
         n = len(heas)
@@ -480,7 +520,7 @@ def prepare_dataset(name: str, args) -> dict:
         mins = np.full((n, len(LEADS8)), np.nan, dtype=np.float32)
         maxs = np.full((n, len(LEADS8)), np.nan, dtype=np.float32)
         read_rows = []
-        results = _run_pass1(name, heas, raw_path, offset, args, n_target)
+        results = _run_pass1(name, heas, raw_path, offset, opts, n_target)
         try:
             for res in results:
                 i = res["i"]
@@ -492,7 +532,7 @@ def prepare_dataset(name: str, args) -> dict:
                     ok[i] = True
                     mins[i], maxs[i] = res["min"], res["max"]
                 else:
-                    if args.strict:
+                    if opts.strict:
                         raise PrepareError(f"--strict: {res['detail']}")
                     messages.append(res["detail"])
                 read_rows.append(row)
@@ -503,20 +543,20 @@ def prepare_dataset(name: str, args) -> dict:
         if n_read == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             summary = _skip_dataset(name, "no_usable_records",
-                                    f"no record of {ds_dir} could be used ({len(rows) + n} found, all skipped)", args)
+                                    f"no record of {ds_dir} could be used ({len(rows) + n} found, all skipped)", opts)
             summary["skipped_by_reason"] = dict(Counter(r["reason"] for r in rows + read_rows))
             summary["n_found"] = summary["n_skipped"] = len(rows) + n
-            summary["messages"] = messages[: args.max_messages]
+            summary["messages"] = messages[: opts.max_messages]
             return summary
         read_idx = np.flatnonzero(ok)
         try:
-            bounds = compute_bounds(mins[read_idx], maxs[read_idx], args.lower_percentile, args.upper_percentile)
+            bounds = compute_bounds(mins[read_idx], maxs[read_idx], opts.lower_percentile, opts.upper_percentile)
         except ValueError as exc:
             raise PrepareError(f"{ds_dir}: cannot compute the normalisation bounds from {n_read} records ({exc})") from exc
         details = outlier_details(mins[read_idx], maxs[read_idx], bounds)
         keep = np.zeros(n, dtype=bool)
         for j, i in enumerate(read_idx):
-            if details[j] and not args.no_filter:
+            if details[j] and not opts.no_filter:
                 read_rows[i]["reason"] = "outlier"
                 read_rows[i]["detail"] = f"{heas[i]}: {details[j]}"
             else:
@@ -524,13 +564,13 @@ def prepare_dataset(name: str, args) -> dict:
         kept_idx = np.flatnonzero(keep)
         kept_records = [heas[i].stem for i in kept_idx]
 
-        use_strat = name == "ptb-xl" and args.ptbxl_database is not None and args.split_mode in ("auto", "strat_fold")
+        use_strat = name == "ptb-xl" and opts.ptbxl_database is not None and opts.split_mode in ("auto", "strat_fold")
         if use_strat:
-            splits = strat_fold_split(kept_records, Path(args.ptbxl_database))
+            splits = strat_fold_split(kept_records, Path(opts.ptbxl_database))
             split_mode = "strat_fold"
         else:
-            rng = np.random.default_rng([args.seed, DATASETS.index(name)])
-            splits = random_split(len(kept_idx), args.split_fractions, rng)
+            rng = np.random.default_rng([opts.seed, DATASETS.index(name)])
+            splits = random_split(len(kept_idx), opts.split_fractions, rng)
             split_mode = "random"
         labels = np.zeros((len(kept_idx), NUM_CLASSES), dtype=np.uint8)
         for k, i in enumerate(kept_idx):
@@ -568,9 +608,9 @@ def prepare_dataset(name: str, args) -> dict:
             "n_unlabelled": int((labels.sum(axis=1) == 0).sum()),
             "bounds": bounds.to_dict(),
             "shape": [int(len(kept_idx)), 12, n_target],
-            "flags": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "flags": opts.flags(),
             "versions": _versions(),
-            "messages": messages[: args.max_messages],
+            "messages": messages[: opts.max_messages],
             "seconds_pass1": round(t_pass1, 3),
             "seconds": round(time.time() - t0, 3),
         }
@@ -610,7 +650,8 @@ def format_summary(summaries: list[dict]) -> str:
 def main(args: argparse.Namespace) -> dict:
     """Prepare every selected dataset and write OUT_DIR/prepare.json; exits non-zero when nothing usable was found."""
     t0 = time.time()
-    raw_dir, out_dir = Path(args.raw_dir), Path(args.out_dir)
+    opts = PrepareOptions.from_args(args)
+    raw_dir, out_dir = Path(opts.raw_dir), Path(opts.out_dir)
     try:
         if not raw_dir.is_dir():
             raise PrepareError(f"raw folder {raw_dir} does not exist; it must hold {', '.join(DATASETS)}/ "
@@ -620,11 +661,11 @@ def main(args: argparse.Namespace) -> dict:
         # OUT_DIR/prepare.json lists exactly the dataset folders present (the loaders read every folder there):
         # those already there, read from their own prepare.json, updated as each dataset of this run is swapped in
         # and, at the end, as those this run skipped are removed.
-        entries = existing_datasets(out_dir, args.datasets)
-        earlier = set(entries) - set(args.datasets)
+        entries = existing_datasets(out_dir, opts.datasets)
+        earlier = set(entries) - set(opts.datasets)
         summaries = []
-        for name in args.datasets:
-            s = prepare_dataset(name, args)
+        for name in opts.datasets:
+            s = prepare_dataset(name, opts)
             for msg in s.get("messages", []):
                 tqdm.write(f"[{name}] skipped: {msg}", file=sys.stderr)
             n_more = s.get("n_skipped", 0) - len(s.get("messages", []))
@@ -633,10 +674,11 @@ def main(args: argparse.Namespace) -> dict:
             summaries.append(s)
             if s["status"] == "ok":  # its folder was just swapped in
                 entries[name] = s
-                _write_overall(out_dir, raw_dir, entries, earlier, args, t0)
+                _write_overall(out_dir, raw_dir, entries, earlier, opts, t0)
         print(format_summary(summaries))
         if not any(s["status"] == "ok" for s in summaries):
-            raise PrepareError(f"no dataset of {raw_dir} had usable records ({', '.join(args.datasets)}); nothing written")
+            raise PrepareError(f"no dataset of {raw_dir} had usable records ({', '.join(opts.datasets)}); "
+                               "nothing written")
         # A dataset skipped in this run must not leave its earlier folder behind for the loaders: move it away
         # first (one rename), then record the skip, then delete it.
         removed = []
@@ -648,7 +690,7 @@ def main(args: argparse.Namespace) -> dict:
                     print(f"removed {out_dir / s['dataset']} of an earlier run: {s['dataset']} is {s['status']} "
                           "in this run", file=sys.stderr)
                 entries[s["dataset"]] = s
-        overall = _write_overall(out_dir, raw_dir, entries, earlier, args, t0)
+        overall = _write_overall(out_dir, raw_dir, entries, earlier, opts, t0)
         for gone in removed:
             shutil.rmtree(gone, ignore_errors=True)
         print(f"wrote {', '.join(str(out_dir / s['dataset']) for s in summaries if s['status'] == 'ok')} "

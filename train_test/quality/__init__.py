@@ -38,6 +38,7 @@ from train_test.quality.physiology import (BACKENDS, BASELINE_WINDOW, CHECKS, MI
 #: Names of the report modules (they import torch and matplotlib), loaded when first asked for.
 _LAZY = {
     "evaluate": "driver", "main": "driver", "parse_args": "driver", "QUALITY_FORMAT": "driver",
+    "QualityOptions": "driver",
     "quality_markdown": "markdown",
     "GenSource": "sources", "REAL_TEST": "sources", "REFERENCE": "sources", "generated_sources": "sources",
     "non_finite_rows": "sources", "sample_rows": "sources", "sample_unconditional": "sources",
@@ -53,7 +54,7 @@ __all__ = ["backend_description", "BACKENDS", "BASELINE_WINDOW", "build_from_che
            "limb_errors", "load_classifier", "main", "memorisation", "MEMORISATION_ALARM", "MEMORISATION_PERCENTILE",
            "MIN_QRS_MV", "nearest_distances", "NN_POOL", "non_finite_rows", "normalised_spectra", "parse_args",
            "PHYS_METRICS", "PHYS_NAMES", "PHYS_UNITS", "physiology_batch", "physiology_of", "pooled_signals", "PRDC",
-           "prdc", "PSD_BAND", "psd_js_distance", "PSD_SEGMENT_S", "QRS_WINDOW", "QUALITY_FORMAT",
+           "prdc", "PSD_BAND", "psd_js_distance", "PSD_SEGMENT_S", "QRS_WINDOW", "QUALITY_FORMAT", "QualityOptions",
            "quality_markdown", "REAL_TEST", "REFERENCE", "relative_nearest_distances", "resolve_backend",
            "sample_rows", "sample_unconditional", "source_stats", "SourceStats", "summarise", "train_classifier",
            "tstr", "welch_psd", "youden_thresholds"]

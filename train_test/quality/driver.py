@@ -22,7 +22,7 @@ import argparse
 import datetime as _dt
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,41 +51,78 @@ from train_test.quality.sources import (REAL_TEST, REFERENCE, generated_sources,
 QUALITY_FORMAT = "cnvae-ecg-quality/1"
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class QualityOptions:
+    """What the quality report is told (the flags of :func:`parse_args` but the classifier's, which are ``train``)."""
+
+    real: str | os.PathLike  #: prepared data folder
+    out_dir: str | os.PathLike
+    dataset: str = "ptb-xl"
+    generated: tuple[str, ...] = ()  #: generated-set folders (or NAME=PATH)
+    generated_root: str | os.PathLike | None = None
+    classifier_ckpt: str | os.PathLike | None = None  #: None: OUT_DIR/classifier.pt
+    retrain_classifier: bool = False
+    no_tstr: bool = False
+    max_per_class: int = 200
+    max_train_nn: int = 0
+    k: int = 5
+    physiology_backend: str = "auto"
+    workers: int = 1
+    seed: int = 0
+    no_demographics: bool = False
+    demographics_arch: str | None = None  #: None: train.arch
+    demographics_epochs: int | None = None  #: None: train.epochs
+    demographics_max_train: int = 4000
+    demographics_max_eval: int = 1000
+    train: TrainConfig = field(default_factory=TrainConfig)  #: the feature classifier's training
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "QualityOptions":
+        return cls(real=args.real, out_dir=args.out_dir, dataset=args.dataset, generated=tuple(args.generated or ()),
+                   generated_root=args.generated_root, classifier_ckpt=args.classifier_ckpt,
+                   retrain_classifier=args.retrain_classifier, no_tstr=args.no_tstr,
+                   max_per_class=args.max_per_class, max_train_nn=args.max_train_nn, k=args.k,
+                   physiology_backend=args.physiology_backend, workers=args.workers, seed=args.seed,
+                   no_demographics=args.no_demographics, demographics_arch=args.demographics_arch,
+                   demographics_epochs=args.demographics_epochs, demographics_max_train=args.demographics_max_train,
+                   demographics_max_eval=args.demographics_max_eval, train=config_from_args(args))
+
+
+def evaluate(opts: QualityOptions) -> dict:
     """Run every stage and write quality.json, quality.md and the figures; return the JSON dictionary."""
     t_start = time.time()
     timing: dict[str, float] = {}
-    out = Path(args.out_dir)
+    out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = config_from_args(args)
-    backend = resolve_backend(args.physiology_backend)
-    rng = np.random.default_rng(args.seed)
+    cfg = opts.train
+    backend = resolve_backend(opts.physiology_backend)
+    rng = np.random.default_rng(opts.seed)
 
     # Sources first: a bad folder fails before any training.
-    train_pool = real_pool(args.real, args.dataset, "train")
-    test_pool = real_pool(args.real, args.dataset, "test")
+    train_pool = real_pool(opts.real, opts.dataset, "train")
+    test_pool = real_pool(opts.real, opts.dataset, "test")
     if not len(test_pool) or not len(train_pool):
-        raise ValueError(f"{Path(args.real) / args.dataset}: the train and test splits must both hold ECGs")
-    gens = generated_sources(args.generated, args.generated_root, length=test_pool.length)
+        raise ValueError(f"{Path(opts.real) / opts.dataset}: the train and test splits must both hold ECGs")
+    gens = generated_sources(opts.generated, opts.generated_root, length=test_pool.length)
     if not gens:
         raise ValueError("no generated set given: pass --generated GEN_DIR ... or --generated_root ROOT")
-    train_rows = sample_rows(train_pool.labels, args.max_per_class, rng)
-    test_rows = sample_rows(test_pool.labels, args.max_per_class, rng)
+    train_rows = sample_rows(train_pool.labels, opts.max_per_class, rng)
+    test_rows = sample_rows(test_pool.labels, opts.max_per_class, rng)
     # An unconditional set has no class to cap: as many ECGs as the real test sample (all with --max_per_class 0).
-    gen_rows = {g: sample_unconditional(len(s.pool), len(test_rows) if args.max_per_class else 0, rng)
-                if s.unconditional else sample_rows(s.pool.labels, args.max_per_class, rng) for g, s in gens.items()}
+    gen_rows = {g: sample_unconditional(len(s.pool), len(test_rows) if opts.max_per_class else 0, rng)
+                if s.unconditional else sample_rows(s.pool.labels, opts.max_per_class, rng) for g, s in gens.items()}
     for g, rows in gen_rows.items():
         if not len(rows):
             raise ValueError(f"generator {g}: no ECG carries any of the 9 classes ({gens[g].paths})")
 
     # A checkpoint to reuse is checked now, so a wrong one fails before minutes of work.
-    ckpt_path = Path(args.classifier_ckpt) if args.classifier_ckpt else out / "classifier.pt"
-    trained_here = args.retrain_classifier or not ckpt_path.is_file()
-    ckpt = None if trained_here else load_classifier(ckpt_path, args.real, args.dataset)
+    ckpt_path = Path(opts.classifier_ckpt) if opts.classifier_ckpt else out / "classifier.pt"
+    trained_here = opts.retrain_classifier or not ckpt_path.is_file()
+    ckpt = None if trained_here else load_classifier(ckpt_path, opts.real, opts.dataset)
 
     # Physiology before torch runs anything, so the worker processes fork from a parent without torch threads.
     t0 = time.time()
-    workers = max(1, args.workers)
+    workers = max(1, opts.workers)
     phys = {REAL_TEST: physiology_of(test_pool, test_rows, backend, workers, "physiology: real test")}
     for g, s in gens.items():
         phys[g] = physiology_of(s.pool, gen_rows[g], backend, workers, f"physiology: {g}")
@@ -94,7 +131,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     # The real-data classifier (TRTR), reused from its checkpoint when there is one.
     t0 = time.time()
     if trained_here:
-        ckpt = train_classifier(args.real, args.dataset, cfg, args.seed, ckpt_path)
+        ckpt = train_classifier(opts.real, opts.dataset, cfg, opts.seed, ckpt_path)
     else:
         tqdm.write(f"reusing the classifier {ckpt_path} ({ckpt['arch']})")
     timing["classifier"] = time.time() - t0
@@ -118,8 +155,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     # Memorisation: nearest real training ECG (all of them, or a random --max_train_nn).
     t0 = time.time()
     nn_rows = np.arange(len(train_pool))
-    if 0 < args.max_train_nn < len(nn_rows):
-        nn_rows = np.sort(rng.choice(nn_rows, args.max_train_nn, replace=False))
+    if 0 < opts.max_train_nn < len(nn_rows):
+        nn_rows = np.sort(rng.choice(nn_rows, opts.max_train_nn, replace=False))
     train_pooled_x = train_pooled(train_pool, nn_rows)
     # Relative to each ECG's own amplitude: flat or weak generated ECGs are not "copies" (in absolute distance they
     # sit next to the lowest-amplitude training ECGs).
@@ -131,29 +168,29 @@ def evaluate(args: argparse.Namespace) -> dict:
     # TSTR (one training per generator) unless skipped.
     t0 = time.time()
     tstr_res = {}
-    if not args.no_tstr:
+    if not opts.no_tstr:
         stats = (np.asarray(ckpt["mean"], dtype=np.float32), np.asarray(ckpt["std"], dtype=np.float32))
         # The configuration the real-data classifier was trained with, so TSTR and TRTR differ in the data only.
         tcfg = TrainConfig(**{**ckpt["train_config"], "device": cfg.device, "num_workers": cfg.num_workers,
                               "eval_batch_size": cfg.eval_batch_size})
         for g, s in tqdm(gens.items(), desc="TSTR", unit="generator", leave=False):
             if not s.unconditional:  # no labels to train a classifier on
-                tstr_res[g] = tstr(s, args.real, args.dataset, tcfg, stats, args.seed)
+                tstr_res[g] = tstr(s, opts.real, opts.dataset, tcfg, stats, opts.seed)
     timing["tstr"] = time.time() - t0
 
     # Assemble the rows: the real reference first, then the generators.
     thresholds = ckpt["thresholds"]
     ref_mem = memorisation(test_nn, test_nn)
     ref_mem["flagged"] = None
-    rows = [{"name": REFERENCE, "kind": "reference", "surrogate": False, "paths": [str(args.real)],
+    rows = [{"name": REFERENCE, "kind": "reference", "surrogate": False, "paths": [str(opts.real)],
              "n_total": len(test_pool), "n_sampled": int(len(test_rows)),
              "n_per_class": per_class_counts(test_stats.labels),
              "fidelity": {"trtr": ckpt["fit"]["test"], **class_fidelity(test_stats, thresholds)},
-             "realism": realism(test_stats, train_stats, args.k),
+             "realism": realism(test_stats, train_stats, opts.k),
              "signal": signal_statistics(test_stats, train_stats) | {
                  "limb_error": {"max": finite_or_none(test_stats.limb.max()), "median": finite_or_none(np.median(test_stats.limb))}},
              "physiology": physiology_summary(test_stats), "memorisation": ref_mem,
-             "pooled": pooled_comparison(test_stats, train_stats, args.k, test_stats.phys)}]
+             "pooled": pooled_comparison(test_stats, train_stats, opts.k, test_stats.phys)}]
     for g, st in gen_stats.items():
         if gens[g].unconditional:
             fidelity = {"trts": None, "recognised": None, "tstr": None}
@@ -161,11 +198,11 @@ def evaluate(args: argparse.Namespace) -> dict:
             fidelity = class_fidelity(st, thresholds)
             fidelity["tstr"] = tstr_res.get(g)
         rows.append({"name": g, "kind": "generator", "surrogate": gens[g].surrogate,
-                     "unconditional": gens[g].unconditional, "pooled": pooled_comparison(test_stats, st, args.k),
+                     "unconditional": gens[g].unconditional, "pooled": pooled_comparison(test_stats, st, opts.k),
                      "paths": gens[g].paths,
                      "n_total": len(gens[g].pool), "n_sampled": int(len(gen_rows[g])),
                      "n_per_class": per_class_counts(st.labels), "fidelity": fidelity,
-                     "realism": realism(test_stats, st, args.k), "signal": signal_statistics(test_stats, st),
+                     "realism": realism(test_stats, st, opts.k), "signal": signal_statistics(test_stats, st),
                      "physiology": physiology_summary(st), "memorisation": memorisation(gen_nn[g], test_nn)})
 
     # Figures.
@@ -183,24 +220,24 @@ def evaluate(args: argparse.Namespace) -> dict:
     # Demographic fidelity (age/sex predictor on real training ECGs), last and on its own RNG, so that skipping it
     # changes nothing else in the report.
     demographics = None
-    if not args.no_demographics:
+    if not opts.no_demographics:
         t0 = time.time()
         demographics = demographic_report(
-            args.real, args.dataset, {g: list(s.paths) for g, s in gens.items()},
-            arch=args.demographics_arch or cfg.arch,
-            epochs=args.demographics_epochs if args.demographics_epochs is not None else cfg.epochs,
-            seed=args.seed, device=device, max_train=args.demographics_max_train,
-            max_eval=args.demographics_max_eval, batch_size=cfg.batch_size, lr=cfg.lr,
+            opts.real, opts.dataset, {g: list(s.paths) for g, s in gens.items()},
+            arch=opts.demographics_arch or cfg.arch,
+            epochs=opts.demographics_epochs if opts.demographics_epochs is not None else cfg.epochs,
+            seed=opts.seed, device=device, max_train=opts.demographics_max_train,
+            max_eval=opts.demographics_max_eval, batch_size=cfg.batch_size, lr=cfg.lr,
             weight_decay=cfg.weight_decay)
         timing["demographics"] = time.time() - t0
     timing["total"] = time.time() - t_start
 
     fit_res = ckpt["fit"]
     q = {"format": QUALITY_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-         "config": {"real": str(args.real), "dataset": args.dataset, "generated": list(args.generated),
-                    "generated_root": args.generated_root, "seed": args.seed, "k": args.k,
-                    "max_per_class": args.max_per_class, "max_train_nn": args.max_train_nn,
-                    "workers": workers, "tstr": not args.no_tstr, "train_config": asdict(cfg)},
+         "config": {"real": str(opts.real), "dataset": opts.dataset, "generated": list(opts.generated),
+                    "generated_root": opts.generated_root, "seed": opts.seed, "k": opts.k,
+                    "max_per_class": opts.max_per_class, "max_train_nn": opts.max_train_nn,
+                    "workers": workers, "tstr": not opts.no_tstr, "train_config": asdict(cfg)},
          "classes": list(CLASS_ABBREVS), "physiology_backend": backend_description(backend),
          "classifier": {"checkpoint": str(ckpt_path), "trained_here": trained_here, "arch": ckpt["arch"],
                         "feature_dim": int(test_stats.feats.shape[1]), "trtr": fit_res["test"],
@@ -275,7 +312,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the quality report and print where it is."""
-    q = evaluate(args)
+    q = evaluate(QualityOptions.from_args(args))
     for r in q["rows"]:
         real = r["pooled"] if r.get("unconditional") else r["realism"]["overall"]  # no classes: all ECGs pooled
         tqdm.write(f"{r['name']}: FD {fmt(real['fd'])}, KID {fmt(real['kid'])}, precision {fmt(real['precision'])}, "
