@@ -64,6 +64,7 @@ import torch
 from scipy import signal as sps
 from scipy.spatial.distance import jensenshannon
 
+from nvae_ecg.data import DATASETS
 from nvae_ecg.ecg_stats import BEAT_WINDOW, MIN_BEATS, clean_lead, detect_r_peaks, rate_from_peaks
 from nvae_ecg.leads import LEADS12, eight_to_twelve
 
@@ -320,7 +321,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m nvae_ecg.monitor", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", required=True, help="prepared data folder")
-    p.add_argument("--dataset", default="ptb-xl", help="prepared dataset")
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset")
     p.add_argument("--classes", default="all", help="classes ('all' or comma-separated abbreviations)")
     p.add_argument("--n_per_class", type=int, default=4, help="ECGs per class")
     return p.parse_args(argv)

@@ -60,7 +60,7 @@ cd "$REPO"
 for TARGET in $TARGETS; do
     echo "== enrich_pretrain: fine-tuning on $TARGET, fractions $FRACTIONS, seeds $SEEDS"
     "$PYTHON" -m train_test.enrich_pretrain \
-        --prepared_dir "$PREPARED_DIR" \
+        --data_dir "$PREPARED_DIR" \
         --source ptb-xl \
         --targets "$TARGET" \
         --pretrain_classes SR,LAD,LVH,AF,STach,IAVB,SB,TAb \
@@ -75,7 +75,7 @@ for TARGET in $TARGETS; do
         --epochs "$EPOCHS" \
         "${PRETRAIN_ARGS[@]}" \
         --batch_size "$BATCH_SIZE" \
-        --lr "$LR" \
+        --learning_rate "$LR" \
         --weight_decay "$WEIGHT_DECAY" \
         --amp "$AMP" \
         --device "$DEVICE" \

@@ -60,7 +60,7 @@ for TASK in $TASKS; do
     read -r -a PROPORTION_LIST <<< "$PROPORTIONS"
     echo "== enrich_train: task $TASK, proportions $PROPORTIONS, seeds $SEEDS"
     "$PYTHON" -m train_test.enrich_train \
-        --prepared_dir "$PREPARED_DIR" \
+        --data_dir "$PREPARED_DIR" \
         --dataset ptb-xl \
         --target MI \
         --reference SR \
@@ -72,7 +72,7 @@ for TASK in $TASKS; do
         --arch "$ARCH" \
         --epochs "$EPOCHS" \
         --batch_size "$BATCH_SIZE" \
-        --lr "$LR" \
+        --learning_rate "$LR" \
         --weight_decay "$WEIGHT_DECAY" \
         --amp "$AMP" \
         --device "$DEVICE" \

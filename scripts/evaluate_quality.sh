@@ -43,7 +43,7 @@ PYTHON="${PYTHON:-python}"
 read -r -a GENERATED_LIST <<< "${GENERATED:-}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 WORKER_ARGS=()
-if [[ -n "${WORKERS:-}" ]]; then WORKER_ARGS=(--workers "$WORKERS"); fi
+if [[ -n "${WORKERS:-}" ]]; then WORKER_ARGS=(--physiology_workers "$WORKERS"); fi
 # Absolute paths: the command below runs from the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 PREPARED_DIR="$(abspath "$PREPARED_DIR")"
@@ -77,7 +77,7 @@ case "$TSTR" in
 esac
 cd "$REPO"
 "$PYTHON" -m train_test.evaluate_quality \
-    --real "$PREPARED_DIR" \
+    --data_dir "$PREPARED_DIR" \
     --dataset "$DATASET" \
     "${ROOT_ARGS[@]}" \
     --generated "${GENERATED_LIST[@]}" \
@@ -93,7 +93,7 @@ cd "$REPO"
     --arch "$ARCH" \
     --epochs "$EPOCHS" \
     --batch_size "$BATCH_SIZE" \
-    --lr "$LR" \
+    --learning_rate "$LR" \
     --weight_decay "$WEIGHT_DECAY" \
     --amp "$AMP" \
     --device "$DEVICE" \

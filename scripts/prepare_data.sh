@@ -12,7 +12,7 @@ RAW_DIR="${1:-${RAW_DIR:-$REPO/data/challenge2021}}"
 OUT_DIR="${2:-${OUT_DIR:-$REPO/data/prepared}}"
 PYTHON="${PYTHON:-python}"
 OPTIONAL=()
-if [[ -n "${WORKERS:-}" ]]; then OPTIONAL+=(--workers "$WORKERS"); fi
+if [[ -n "${WORKERS:-}" ]]; then OPTIONAL+=(--num_workers "$WORKERS"); fi
 # --split_mode auto: strat_fold with the database, else random.
 if [[ -n "${PTBXL_DATABASE:-}" ]]; then OPTIONAL+=(--ptbxl_database "$PTBXL_DATABASE"); fi
 cd "$REPO"

@@ -16,7 +16,8 @@ per-batch synchronisation); AMP in bfloat16 is used on CUDA only.
 
 Example::
 
-    python -m train_test.classifier --prepared_dir prepared --dataset ptb-xl --classes MI --epochs 2 --arch tiny --out_dir runs/clf
+    python -m train_test.classifier --data_dir prepared --dataset ptb-xl --classes MI --epochs 2 --arch tiny \\
+        --out_dir runs/clf
 """
 
 from __future__ import annotations
@@ -245,7 +246,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="classifier (xresnet1d101 = paper; tiny = a small stand-in for smoke runs)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (paper: 50)")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="training batch size (paper: 128)")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (paper Table IV: 1e-3)")
+    p.add_argument("--learning_rate", "--lr", dest="learning_rate", type=float, default=d.lr,
+                   help="AdamW learning rate (paper Table IV: 1e-3)")
     p.add_argument("--weight_decay", type=float, default=d.weight_decay,
                    help="AdamW weight decay (1e-2 as in the authors' code; the paper table prints 0.0123)")
     p.add_argument("--amp", default=d.amp, choices=AMP_CHOICES, help="mixed precision on CUDA (ignored on CPU)")
@@ -258,7 +260,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from parsed flags."""
-    return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.learning_rate,
                        weight_decay=args.weight_decay, amp=args.amp, num_workers=args.num_workers,
                        eval_batch_size=args.eval_batch_size, bootstrap=args.bootstrap, device=args.device)
 
@@ -271,7 +273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description="Train XResNet1d on one prepared dataset and report test AUROC at the "
                                             "best validation epoch.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--data_dir", "--prepared_dir", dest="data_dir", required=True,
+                   help="prepared data folder (python -m nvae_ecg.data.prepare)")
     p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset")
     p.add_argument("--classes", default="MI", help=f"comma-separated target classes out of {','.join(CLASS_ABBREVS)}")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training split to use")
@@ -291,11 +294,11 @@ def main(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     cols = resolve_classes(args.classes)
     names = [CLASS_ABBREVS[c] for c in cols]
-    train_src = real_source(args.prepared_dir, args.dataset, "train", cols, args.fraction, args.seed)
+    train_src = real_source(args.data_dir, args.dataset, "train", cols, args.fraction, args.seed)
     stats = lead_stats([train_src])
     train_set = EcgSet([train_src])
-    val_set = EcgSet([real_source(args.prepared_dir, args.dataset, "val", cols)])
-    test_set = EcgSet([real_source(args.prepared_dir, args.dataset, "test", cols)])
+    val_set = EcgSet([real_source(args.data_dir, args.dataset, "val", cols)])
+    test_set = EcgSet([real_source(args.data_dir, args.dataset, "test", cols)])
     seed_everything(args.seed)
     model = build_model(cfg.arch, 12, len(cols))
     out = Path(args.out_dir)

@@ -19,7 +19,8 @@ reading process, so the set pickles cheaply into DataLoader workers.
 
 Example::
 
-    python -m train_test.data --prepared_dir prepared --generated_root results/generated --task_type imbalance --proportion 1.0
+    python -m train_test.data --data_dir prepared --generated_root results/generated --task_type imbalance \\
+        --proportion 1.0
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch.utils.data import Dataset
 
 from nvae_ecg.classes import CLASS_ABBREVS, class_index
 from nvae_ecg.counts import TASK_TYPES, PlanItem, addition_plan, imbalance_plan, plan_summary
+from nvae_ecg.data import DATASETS
 from nvae_ecg.data.datasets import load_prepared, select_indices
 from nvae_ecg.samples import read_samples
 
@@ -307,8 +309,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train_test.data",
                                 description="Print the generated ECGs a benchmark would add to the training split.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
-    p.add_argument("--dataset", default="ptb-xl", help="prepared dataset whose training split is enriched")
+    p.add_argument("--data_dir", "--prepared_dir", dest="data_dir", required=True,
+                   help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--dataset", default="ptb-xl", choices=DATASETS, help="prepared dataset whose training split is enriched")
     add_generated_flags(p)
     p.add_argument("--task_type", default="imbalance", choices=TASK_TYPES, help="enrichment recipe")
     p.add_argument("--proportion", type=float, default=1.0, help="proportion n of the recipe")
@@ -322,7 +325,7 @@ def main(args: argparse.Namespace) -> None:
     from nvae_ecg.classes import resolve_classes
 
     cols = resolve_classes(args.targets)
-    plan = enrichment_plan(train_labels(args.prepared_dir, args.dataset), args.task_type, args.proportion, cols)
+    plan = enrichment_plan(train_labels(args.data_dir, args.dataset), args.task_type, args.proportion, cols)
     print(json.dumps(plan_summary(plan, CLASS_ABBREVS), indent=2))
     sets = discover_generated(args.generated, args.generated_root) if (args.generated or args.generated_root) else {}
     for (gen, task), gs in sorted(sets.items()):

@@ -23,7 +23,7 @@ only the pretraining classes are filled.
 
 Example::
 
-    python -m train_test.enrich_pretrain --prepared_dir prepared --generated_root results/generated \\
+    python -m train_test.enrich_pretrain --data_dir prepared --generated_root results/generated \\
         --targets georgia --fractions 0.5 1.0 --epochs 2 --arch tiny --seeds 0 --out_dir results/enrich_pretrain
 """
 
@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description="Pretrain XResNet1d on PTB-XL (+ generated ECGs), fine-tune on Georgia/"
                                             "Ningbo (paper Tables VI, VII).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--data_dir", "--prepared_dir", dest="data_dir", required=True,
+                   help="prepared data folder (python -m nvae_ecg.data.prepare)")
     p.add_argument("--source", default="ptb-xl", choices=DATASETS,
                    help="pretraining dataset (the generators were trained on PTB-XL)")
     p.add_argument("--targets", nargs="+", default=["georgia", "ningbo"], choices=DATASETS,
@@ -120,7 +121,7 @@ def main(args: argparse.Namespace) -> dict:
     pre_names = [CLASS_ABBREVS[c] for c in pre_cols]
     tgt_cols = _target_classes(args.target_classes)
     out = Path(args.out_dir)
-    config = {"prepared_dir": str(Path(args.prepared_dir).resolve()), "source": args.source,
+    config = {"prepared_dir": str(Path(args.data_dir).resolve()), "source": args.source,
               "pretrain_classes": pre_names, "reference": CLASS_ABBREVS[class_index(args.reference)],
               "pretrain_epochs": pre_cfg.epochs, **cfg.identity(),
               # One key per target, so runs over different targets can share a results file.
@@ -133,8 +134,8 @@ def main(args: argparse.Namespace) -> dict:
     clash = {NO_PRETRAIN, REAL_ONLY} & set(gens)
     if clash:
         raise ValueError(f"generator names {sorted(clash)} are reserved for the baseline arms; rename with NAME=PATH")
-    pre_src = real_source(args.prepared_dir, args.source, "train", pre_cols)
-    labels9 = train_labels(args.prepared_dir, args.source)
+    pre_src = real_source(args.data_dir, args.source, "train", pre_cols)
+    labels9 = train_labels(args.data_dir, args.source)
     length = signal_shape(pre_src.path)[-1]
     arms = [(NO_PRETRAIN, "none", 0.0, None), (REAL_ONLY, "none", 0.0, None)]
     for g, gs in sorted(gens.items()):
@@ -159,8 +160,8 @@ def main(args: argparse.Namespace) -> dict:
     pre_val = pre_test = None
     tgt_sets = {}
     for t in args.targets:
-        tgt_sets[t] = (EcgSet([real_source(args.prepared_dir, t, "val", tgt_cols[t])]),
-                       EcgSet([real_source(args.prepared_dir, t, "test", tgt_cols[t])]))
+        tgt_sets[t] = (EcgSet([real_source(args.data_dir, t, "val", tgt_cols[t])]),
+                       EcgSet([real_source(args.data_dir, t, "test", tgt_cols[t])]))
     (out / "pretrained").mkdir(parents=True, exist_ok=True)
 
     for seed, (arm, task, prop, extra) in tqdm(todo, desc="enrich_pretrain arms"):
@@ -173,8 +174,8 @@ def main(args: argparse.Namespace) -> dict:
             else:
                 if pre_stats is None:
                     pre_stats = lead_stats([pre_src])
-                    pre_val = EcgSet([real_source(args.prepared_dir, args.source, "val", pre_cols)])
-                    pre_test = EcgSet([real_source(args.prepared_dir, args.source, "test", pre_cols)])
+                    pre_val = EcgSet([real_source(args.data_dir, args.source, "val", pre_cols)])
+                    pre_test = EcgSet([real_source(args.data_dir, args.source, "test", pre_cols)])
                 sources, record = [pre_src], {"arm": arm, "task_type": task, "proportion": prop, "seed": seed,
                                               "n_generated": 0}
                 if extra is not None:
@@ -201,7 +202,7 @@ def main(args: argparse.Namespace) -> dict:
                 if key in store:
                     continue
                 t0 = time.time()
-                train_src = real_source(args.prepared_dir, t, "train", tgt_cols[t], fraction=frac, fraction_seed=seed)
+                train_src = real_source(args.data_dir, t, "train", tgt_cols[t], fraction=frac, fraction_seed=seed)
                 stats = lead_stats([train_src])
                 seed_everything(seed)
                 if state is None:

@@ -14,7 +14,7 @@ killed job skips finished cells. The authors' ``run_hypo_test.py`` (5 folds, see
 
 Example::
 
-    python -m train_test.enrich_train --prepared_dir prepared --generated_root results/generated \\
+    python -m train_test.enrich_train --data_dir prepared --generated_root results/generated \\
         --task_types imbalance --proportions 0.5 1.0 --epochs 2 --arch tiny --seeds 0 --out_dir results/enrich_train
 """
 
@@ -55,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description="MI detection on PTB-XL with the training split enriched by generated "
                                             "ECGs (paper Fig. 2/3).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prepared_dir", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--data_dir", "--prepared_dir", dest="data_dir", required=True,
+                   help="prepared data folder (python -m nvae_ecg.data.prepare)")
     p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset to enrich (the generators were trained on PTB-XL)")
     p.add_argument("--target", default="MI", help="class to detect (abbreviation or SNOMED code)")
@@ -87,12 +88,12 @@ def main(args: argparse.Namespace) -> dict:
     target = class_index(args.target)
     names = [CLASS_ABBREVS[target]]
     out = Path(args.out_dir)
-    config = {"prepared_dir": str(Path(args.prepared_dir).resolve()), "dataset": args.dataset, "target": names[0],
+    config = {"prepared_dir": str(Path(args.data_dir).resolve()), "dataset": args.dataset, "target": names[0],
               "reference": CLASS_ABBREVS[class_index(args.reference)], **cfg.identity()}
     store = ResultsStore(out / RESULTS_NAME, "enrich_train", config, overwrite=args.overwrite)
 
-    train_src = real_source(args.prepared_dir, args.dataset, "train", [target])
-    labels9 = train_labels(args.prepared_dir, args.dataset)
+    train_src = real_source(args.data_dir, args.dataset, "train", [target])
+    labels9 = train_labels(args.data_dir, args.dataset)
     gens = {k: v for k, v in discover_generated(args.generated, args.generated_root).items()
             if k[1] in args.task_types}
     props = {t: sorted(set(args.proportions)) if args.proportions is not None else DEFAULT_PROPORTIONS[t]
@@ -120,8 +121,8 @@ def main(args: argparse.Namespace) -> dict:
     if not todo:
         return store.data
     stats = lead_stats([train_src])  # real training records only: generated ECGs never shift the scaling
-    val_set = EcgSet([real_source(args.prepared_dir, args.dataset, "val", [target])])
-    test_set = EcgSet([real_source(args.prepared_dir, args.dataset, "test", [target])])
+    val_set = EcgSet([real_source(args.data_dir, args.dataset, "val", [target])])
+    test_set = EcgSet([real_source(args.data_dir, args.dataset, "test", [target])])
     for gen, task, prop, seed, extra in tqdm(todo, desc="enrich_train cells"):
         key = cell_key(gen, task, prop, seed)
         t0 = time.time()

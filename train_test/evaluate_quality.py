@@ -8,7 +8,7 @@ comparisons, plots, Markdown and the driver); ``python -m train_test.evaluate_qu
 
 Example::
 
-    python -m train_test.evaluate_quality --real data/prepared --generated_root results/generated \\
+    python -m train_test.evaluate_quality --data_dir data/prepared --generated_root results/generated \\
         --out_dir results/quality --arch tiny --epochs 1 --device cpu
 """
 

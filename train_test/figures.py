@@ -29,7 +29,7 @@ per source. :func:`render_figures` returns the Markdown section that
 
 Example::
 
-    python -m train_test.figures --prepared_dir data/prepared --generated_root results/generated --out_dir results/report
+    python -m train_test.figures --data_dir data/prepared --generated_root results/generated --out_dir results/report
 """
 
 from __future__ import annotations
@@ -440,8 +440,8 @@ def render_figures(prepared_dir, out_dir, generated: Sequence[str] = (), generat
 
 
 def add_figure_flags(p: argparse.ArgumentParser) -> None:
-    """--prepared_dir, --generated, --generated_root and the figure sizes, shared with train_test.report."""
-    p.add_argument("--prepared_dir", default=None,
+    """--data_dir, --generated, --generated_root and the figure sizes, shared with train_test.report."""
+    p.add_argument("--data_dir", "--prepared_dir", dest="data_dir", default=None,
                    help="prepared data folder whose training split is the real reference of the ECG figures")
     p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset the generators were trained on")
@@ -460,14 +460,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_figure_flags(p)
     p.add_argument("--out_dir", required=True, help="folder that receives the PNGs and figures.md")
     args = p.parse_args(argv)
-    if args.prepared_dir is None:
-        p.error("--prepared_dir is required")
+    if args.data_dir is None:
+        p.error("--data_dir is required")
     return args
 
 
 def main(args: argparse.Namespace) -> dict:
     """Render the figures and write figures.md next to them."""
-    res = render_figures(args.prepared_dir, args.out_dir, args.generated, args.generated_root, args.dataset,
+    res = render_figures(args.data_dir, args.out_dir, args.generated, args.generated_root, args.dataset,
                          max_per_class=args.max_per_class, nn_candidates=args.nn_candidates, seed=args.seed)
     path = atomic_write_text(Path(args.out_dir) / "figures.md", res["markdown"])
     print(f"wrote {len(res['written'])} figures and {path}")

@@ -14,18 +14,18 @@ writes into ``RESULTS_DIR/report`` (or ``--out_dir``):
 - ``enrich_train_<task>.png``: test AUROC vs. proportion, one line per generator, the real-only
   baseline as a horizontal line, bands of +-1 std when several seeds ran (paper Fig. 2/3);
 - ``enrich_pretrain_<target>.png``: macro test AUROC vs. fine-tuning fraction, one line per arm;
-- ``report.md``: the tables with their figures, and, with ``--prepared_dir`` (the real
+- ``report.md``: the tables with their figures, and, with ``--data_dir`` (the real
   training data) and ``--generated_root``/``--generated`` (generated-sample folders),
   the ECG figures of :mod:`train_test.figures`: 12-lead clinical plots of real and
   generated ECGs per class, nearest real neighbours (paper Fig. 4/5), the median
   lead-I heartbeat (paper Fig. 6) and heart-rate distributions per class. With
-  ``--prepared_dir`` the benchmark results are optional. The synthetic-ECG quality
+  ``--data_dir`` the benchmark results are optional. The synthetic-ECG quality
   tables and figures of :mod:`train_test.quality` are appended when a
   ``quality.json`` lies in RESULTS_DIR, one of its subfolders, or ``--quality_dir``.
 
 Example::
 
-    python -m train_test.report results/benchmarks --prepared_dir data/prepared --generated_root results/generated
+    python -m train_test.report results/benchmarks --data_dir data/prepared --generated_root results/generated
 """
 
 from __future__ import annotations
@@ -438,7 +438,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     """Write the report and print the Markdown tables."""
-    rep = build_report(args.results_dir, args.out_dir, args.prepared_dir, args.generated, args.generated_root,
+    rep = build_report(args.results_dir, args.out_dir, args.data_dir, args.generated, args.generated_root,
                        args.dataset, args.max_per_class, args.nn_candidates, args.seed, args.quality_dir)
     print(rep["markdown"])
     print("wrote " + ", ".join(rep["written"]))

@@ -11,7 +11,8 @@ plus Gaussian noise and a random amplitude scale. ``meta.json`` records
 
 Example::
 
-    python -m train_test.surrogate prepared results/generated/fake_imbalance --generator fake --task_type imbalance
+    python -m train_test.surrogate --data_dir prepared results/generated/fake_imbalance --generator fake \\
+        --task_type imbalance
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train_test.surrogate",
                                 description="Write a surrogate generated set (real ECGs + noise) for smoke runs.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("prepared_dir", help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--data_dir", default=None, help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    # The old spelling, `surrogate PREPARED_DIR OUT_DIR`, keeps working (a hidden positional before OUT_DIR).
+    p.add_argument("legacy_data_dir", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("out_dir", help="generated-sample folder to write")
     p.add_argument("--generator", default="surrogate", help="name stored as meta.json 'generator'")
     p.add_argument("--task_type", default="imbalance", choices=TASK_TYPES, help="counting recipe")
@@ -79,12 +82,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--noise_mv", type=float, default=0.02, help="standard deviation of the added noise in mV")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    legacy = vars(args).pop("legacy_data_dir")
+    if legacy is not None and args.data_dir is not None:
+        p.error("give the prepared data folder once: --data_dir PREPARED_DIR OUT_DIR")
+    args.data_dir = args.data_dir if args.data_dir is not None else legacy
+    if args.data_dir is None:
+        p.error("--data_dir is required")
+    return args
 
 
 def main(args: argparse.Namespace) -> None:
     """Write the folder and print where it is."""
-    path = write_surrogate(args.prepared_dir, args.out_dir, args.generator, args.task_type, args.factor,
+    path = write_surrogate(args.data_dir, args.out_dir, args.generator, args.task_type, args.factor,
                            args.dataset, args.noise_mv, args.seed, overwrite=args.overwrite)
     print(f"wrote {path}")
 

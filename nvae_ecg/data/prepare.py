@@ -18,7 +18,7 @@ clipped at normalisation time). Kept records are split 80/10/10 at random with
 (folds 1-8 train, 9 val, 10 test) when ``--ptbxl_database`` is given.
 
 Records are streamed in two passes with bounded memory: pass 1 reads and resamples
-in a process pool (``--workers``, default all cores) and writes float32 rows straight
+in a process pool (``--num_workers``, default all cores) and writes float32 rows straight
 into a temporary ``.npy`` of shape (n_found, 12, 5000) while returning only the
 per-record minima/maxima of the 8 leads; then bounds, filter and splits are
 computed and the kept rows are copied in chunks into ``signals.npy``. Each dataset
@@ -38,7 +38,7 @@ the record reader is :mod:`nvae_ecg.data.challenge` and the bounds :mod:`nvae_ec
 
 Example::
 
-    python -m nvae_ecg.data.prepare ../shared/data/challenge2021-sample prepared --workers 2
+    python -m nvae_ecg.data.prepare ../shared/data/challenge2021-sample prepared --num_workers 2
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class PrepareOptions:
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1)
     split_mode: str = "auto"
     ptbxl_database: Path | None = None
-    workers: int = 1
+    num_workers: int = 1
     strict: bool = False
     max_records: int | None = None
     max_messages: int = 20
@@ -141,7 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "auto = strat_fold when --ptbxl_database is given, else random; georgia/ningbo are always random")
     p.add_argument("--ptbxl_database", type=Path, default=None,
                    help="official PTB-XL ptbxl_database.csv (columns ecg_id, strat_fold) for the patient-wise split")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="reader processes (1 = in this process)")
+    p.add_argument("--num_workers", "--workers", dest="num_workers", type=int, default=os.cpu_count() or 1,
+                   help="reader processes (1 = in this process)")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first skipped record or dataset")
     p.add_argument("--max_records", type=int, default=None,
                    help="read only the first N records (sorted by name) of each dataset, for quick trials")
@@ -154,8 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--split_mode strat_fold needs --ptbxl_database PATH (the official ptbxl_database.csv)")
     if not 0 <= args.lower_percentile < args.upper_percentile <= 100:
         p.error("need 0 <= --lower_percentile < --upper_percentile <= 100")
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
+    if args.num_workers < 1:
+        p.error("--num_workers must be at least 1")
     if args.fs <= 0 or args.seconds <= 0 or args.min_seconds < 0:
         p.error("--fs and --seconds must be positive and --min_seconds non-negative")
     if args.min_seconds > args.seconds:
@@ -455,7 +456,7 @@ def _run_pass1(name: str, heas: list[Path], memmap_path: Path, offset: int, opts
     cfg = {"memmap": str(memmap_path), "offset": int(offset), "fs": float(opts.fs), "seconds": float(opts.seconds),
            "n": n_target, "pad_mode": opts.pad_mode, "min_seconds": float(opts.min_seconds)}
     tasks = [(i, str(h)) for i, h in enumerate(heas)]
-    workers = min(opts.workers, len(tasks))
+    workers = min(opts.num_workers, len(tasks))
     bar = dict(total=len(tasks), desc=f"{name}: reading", unit="rec", mininterval=0.5, dynamic_ncols=True)
     if workers <= 1:
         _init_worker(cfg)

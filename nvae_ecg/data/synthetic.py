@@ -10,7 +10,7 @@ pathological Q / ST changes), and the header's age and sex scale QRS and T volta
 (``_apply_demographics``); a few non-paper SNOMED codes (RBBB, LBBB, PAC) appear for readers to ignore.
 Files mimic each source: ``OUT/ptb-xl/gN/HR00001.{hea,mat}`` (``mv`` in lower case, 1 uV resolution),
 ``OUT/georgia/gN/E00001.*`` (no ``# Sx`` line, 4.88 uV steps, 60 Hz mains, ~10 % of records 5-9 s),
-``OUT/ningbo/gN/JS00001.*`` (no AF, 4.88 uV steps). Output is byte-identical for a seed whatever ``--workers``.
+``OUT/ningbo/gN/JS00001.*`` (no AF, 4.88 uV steps). Output is byte-identical for a seed whatever ``--num_workers``.
 
 Example::
 
@@ -423,7 +423,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n_georgia", type=int, default=300, help="number of Georgia-like records (E*)")
     p.add_argument("--n_ningbo", type=int, default=300, help="number of Ningbo-like records (JS*), no AF")
     p.add_argument("--seed", type=int, default=0, help="master seed; same seed gives byte-identical files")
-    p.add_argument("--workers", type=int, default=os.cpu_count(),
+    p.add_argument("--num_workers", "--workers", dest="num_workers", type=int, default=os.cpu_count(),
                    help="worker processes (the output does not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace source folders that already exist in out_dir")
     return p.parse_args(argv)
@@ -431,7 +431,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     """Generate the dataset described by ``args`` and print its summary."""
-    summary = make_dataset(args.out_dir, args.n_ptbxl, args.n_georgia, args.n_ningbo, args.seed, args.workers,
+    summary = make_dataset(args.out_dir, args.n_ptbxl, args.n_georgia, args.n_ningbo, args.seed, args.num_workers,
                            args.overwrite)
     print(json.dumps(summary, indent=2))
     return summary

@@ -17,7 +17,7 @@ reachable from here and load on first use). ``train_test/evaluate_quality.py`` i
 
 Example::
 
-    python -m train_test.evaluate_quality --real data/prepared --generated_root results/generated \\
+    python -m train_test.evaluate_quality --data_dir data/prepared --generated_root results/generated \\
         --out_dir results/quality --arch tiny --epochs 1 --device cpu
 """
 

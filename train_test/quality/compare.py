@@ -9,7 +9,7 @@ unconditional generator), :func:`physiology_summary` (class criteria pass rates 
 
 Example::
 
-    python -m train_test.evaluate_quality --real data/prepared --generated_root results/generated \\
+    python -m train_test.evaluate_quality --data_dir data/prepared --generated_root results/generated \\
         --out_dir results/quality --arch tiny --epochs 1 --device cpu
 """
 

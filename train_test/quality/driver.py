@@ -1,18 +1,18 @@
 """The quality report's driver: :func:`evaluate` runs every stage and writes OUT; :func:`main` is the command line.
 
-``python -m train_test.evaluate_quality --real PREPARED_DIR --generated GEN_DIR [GEN_DIR ...] --out_dir OUT``
+``python -m train_test.evaluate_quality --data_dir PREPARED_DIR --generated GEN_DIR [GEN_DIR ...] --out_dir OUT``
 compares every generator (its generated-sample folders, grouped by the ``generator`` field of their ``meta.json``)
 with the real data of one prepared dataset: sources first (:mod:`~train_test.quality.sources`, so a bad folder fails
-before any training), physiology in ``--workers`` processes (:mod:`~train_test.quality.physiology`), the real-data
-classifier trained or reused (:mod:`~train_test.quality.features`), features, memorisation distances, TSTR, the
-comparisons (:mod:`~train_test.quality.compare`) against the reference row "real: train vs. test", the figures
-(:mod:`~train_test.quality.plots`), the demographic fidelity (:mod:`~train_test.quality.demographics`, skipped
+before any training), physiology in ``--physiology_workers`` processes (:mod:`~train_test.quality.physiology`), the
+real-data classifier trained or reused (:mod:`~train_test.quality.features`), features, memorisation distances,
+TSTR, the comparisons (:mod:`~train_test.quality.compare`) against the reference row "real: train vs. test", the
+figures (:mod:`~train_test.quality.plots`), the demographic fidelity (:mod:`~train_test.quality.demographics`, skipped
 with ``--no_demographics``), then ``quality.json`` and ``quality.md`` (:mod:`~train_test.quality.markdown`);
 the metrics and the report are described in :mod:`train_test.quality`.
 
 Example::
 
-    python -m train_test.evaluate_quality --real data/prepared --generated_root results/generated \\
+    python -m train_test.evaluate_quality --data_dir data/prepared --generated_root results/generated \\
         --out_dir results/quality --arch tiny --epochs 1 --device cpu
 """
 
@@ -78,11 +78,12 @@ class QualityOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "QualityOptions":
-        return cls(real=args.real, out_dir=args.out_dir, dataset=args.dataset, generated=tuple(args.generated or ()),
-                   generated_root=args.generated_root, classifier_ckpt=args.classifier_ckpt,
+        return cls(real=args.data_dir, out_dir=args.out_dir, dataset=args.dataset,
+                   generated=tuple(args.generated or ()), generated_root=args.generated_root,
+                   classifier_ckpt=args.classifier_ckpt,
                    retrain_classifier=args.retrain_classifier, no_tstr=args.no_tstr,
                    max_per_class=args.max_per_class, max_train_nn=args.max_train_nn, k=args.k,
-                   physiology_backend=args.physiology_backend, workers=args.workers, seed=args.seed,
+                   physiology_backend=args.physiology_backend, workers=args.physiology_workers, seed=args.seed,
                    no_demographics=args.no_demographics, demographics_arch=args.demographics_arch,
                    demographics_epochs=args.demographics_epochs, demographics_max_train=args.demographics_max_train,
                    demographics_max_eval=args.demographics_max_eval, train=config_from_args(args))
@@ -262,7 +263,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "TSTR), feature distances, precision/recall, spectra, physiology and "
                                             "memorisation.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--real", required=True, help="prepared data folder (python -m nvae_ecg.data.prepare)")
+    p.add_argument("--data_dir", "--real", dest="data_dir", required=True,
+                   help="prepared data folder (python -m nvae_ecg.data.prepare)")
     p.add_argument("--dataset", default="ptb-xl", choices=DATASETS,
                    help="prepared dataset the generators were trained on")
     add_generated_flags(p)
@@ -280,7 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=5, help="neighbours of precision/recall/density/coverage")
     p.add_argument("--physiology_backend", default="auto", choices=BACKENDS,
                    help="auto: neurokit2 when installed, else the ecg_stats R-peak detector (no PR/QRS/QT)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--physiology_workers", "--workers", dest="physiology_workers", type=int,
+                   default=min(4, os.cpu_count() or 1),
                    help="processes for the physiology measurements")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the classifier trainings")
     g = p.add_argument_group("demographic fidelity (sex AUROC, age MAE/correlation against the requested age/sex)")

@@ -7,7 +7,7 @@ generator in the colours of :mod:`train_test.figures`; :data:`FIGURES` names the
 
 Example::
 
-    python -m train_test.evaluate_quality --real data/prepared --generated_root results/generated \\
+    python -m train_test.evaluate_quality --data_dir data/prepared --generated_root results/generated \\
         --out_dir results/quality --arch tiny --epochs 1 --device cpu
 """
 
