@@ -13,6 +13,7 @@
 #   TASKS="addition imbalance" ADDITION_PROPORTIONS="0.1 ... 1.0 1.5 2.0" IMBALANCE_PROPORTIONS="0.1 ... 1.0"
 #   AMP=bf16 DEVICE=auto NUM_WORKERS=2 PYTHON=python GENERATED="NAME=PATH ..." (instead of/besides the root)
 #   EXTRA_ARGS (appended verbatim)
+#   REPORT=0        skip the closing train_test.report (the quickstart writes one report over all results)
 # The authors' run_testing.sh loops over 5 folds with seed 23, 10 epochs and lr 1.23e-2; here the fixed
 # prepared splits are repeated over SEEDS, and a killed run resumes where it stopped (finished cells are kept).
 # Every default here is train_test.enrich_train's own (tests/test_script_presets.py compares them) but SEEDS: the
@@ -82,4 +83,6 @@ for TASK in $TASKS; do
         --out_dir "$RESULTS_DIR" \
         "${EXTRA[@]}"
 done
-"$PYTHON" -m train_test.report "$RESULTS_DIR"
+if [[ "${REPORT:-1}" == "1" ]]; then
+    "$PYTHON" -m train_test.report "$RESULTS_DIR"
+fi

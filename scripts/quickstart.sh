@@ -194,17 +194,18 @@ stage 7 "training-set enrichment (Fig. 2/3): MI on PTB-XL, $CLS_ARCH XResNet, $C
 rm -rf "$WORK/results"
 EPOCHS="$CLS_EPOCHS" SEEDS="$SEEDS" ARCH="$CLS_ARCH" BOOTSTRAP=100 TASKS="addition imbalance" \
     ADDITION_PROPORTIONS="$ADDITION_PROPORTIONS" IMBALANCE_PROPORTIONS="$IMBALANCE_PROPORTIONS" \
-    NUM_WORKERS=0 DEVICE="$DEVICE" \
+    NUM_WORKERS=0 DEVICE="$DEVICE" REPORT=0 \
     bash "$REPO/scripts/enrich_train.sh" "$WORK/prepared" "$WORK/generated" "$WORK/results/enrich_train" \
     > "$WORK/enrich_train.log"
-echo "tables: $WORK/results/enrich_train/report/tables.md (log: $WORK/enrich_train.log)"
+echo "results: $WORK/results/enrich_train/enrich_train.json (log: $WORK/enrich_train.log)"
 
 stage 8 "pretraining enrichment (Tables VI/VII): Georgia and Ningbo, fractions $FRACTIONS (scripts/enrich_pretrain.sh)"
 EPOCHS="$CLS_EPOCHS" PRETRAIN_EPOCHS="$CLS_EPOCHS" SEEDS="$SEEDS" ARCH="$CLS_ARCH" BOOTSTRAP=100 \
     TARGETS="georgia ningbo" FRACTIONS="$FRACTIONS" PRETRAIN_PROPORTIONS="$FACTOR" NUM_WORKERS=0 DEVICE="$DEVICE" \
+    REPORT=0 \
     bash "$REPO/scripts/enrich_pretrain.sh" "$WORK/prepared" "$WORK/generated" "$WORK/results/enrich_pretrain" \
     > "$WORK/enrich_pretrain.log"
-echo "tables: $WORK/results/enrich_pretrain/report/tables.md (log: $WORK/enrich_pretrain.log)"
+echo "results: $WORK/results/enrich_pretrain/enrich_pretrain.json (log: $WORK/enrich_pretrain.log)"
 
 stage 9 "synthetic-ECG quality of every generator: fidelity, realism, physiology, memorisation (scripts/evaluate_quality.sh)"
 ARCH="$CLS_ARCH" EPOCHS="$CLS_EPOCHS" BOOTSTRAP=100 NUM_WORKERS=0 WORKERS=2 DEVICE="$DEVICE" \
@@ -214,7 +215,7 @@ ARCH="$CLS_ARCH" EPOCHS="$CLS_EPOCHS" BOOTSTRAP=100 NUM_WORKERS=0 WORKERS=2 DEVI
 echo "tables: $WORK/results/quality/quality.md (log: $WORK/quality.log)"
 
 stage 10 "writing the report (python -m train_test.report)"
-"$PYTHON" -m train_test.report "$WORK/results" --prepared_dir "$WORK/prepared" --generated_root "$WORK/generated" \
+"$PYTHON" -m train_test.report "$WORK/results" --data_dir "$WORK/prepared" --generated_root "$WORK/generated" \
     --quality_dir "$WORK/results/quality" --out_dir "$WORK/report" --max_per_class "$MAX_PER_CLASS" \
     > "$WORK/report.log"
 echo
