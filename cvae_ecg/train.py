@@ -38,7 +38,7 @@ from cvae_ecg.model import CVAE, cvae_loss, parameter_counts
 from nvae_ecg.data import DATASETS
 from nvae_ecg.demographics import DemographicStats, condition_matrix
 from nvae_ecg.leads import eight_to_twelve
-from nvae_ecg.monitor import QualityMonitor, add_quality_args
+from nvae_ecg.monitor import add_quality_args, run_monitor
 from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
                           init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
                           seed_everything, setup_run_dir, teardown)
@@ -246,10 +246,7 @@ def main(args: argparse.Namespace) -> int:
                     len(val_ds), steps_per_epoch, device, info.world_size,
                     args.amp if amp_dtype(device, args.amp) else "none")
 
-    monitor = QualityMonitor(train_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
-        else None
-    if monitor is not None:
-        logger.info("quality monitor every %d steps: %s", args.quality_every, monitor.describe())
+    monitor = run_monitor(train_ds, args.quality_every, args.quality_n, info.is_main, logger)
     quality_step = -1
     clock = TrainClock(prev_seconds, args.max_hours)
     train_seconds = clock.seconds

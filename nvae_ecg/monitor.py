@@ -57,7 +57,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -301,6 +301,16 @@ class QualityMonitor:
         if writer is not None:
             writer.add_scalar("quality/seconds_total", time.perf_counter() - t0, step)
         return metrics
+
+
+def run_monitor(dataset, quality_every: int, n_per_class: int, is_main: bool, logger,
+                detail: str = "") -> Optional[QualityMonitor]:
+    """The trainers' quality monitor: built and announced on rank 0 when ``quality_every`` > 0, else None."""
+    if not (is_main and quality_every > 0):
+        return None
+    monitor = QualityMonitor(dataset, n_per_class=n_per_class)
+    logger.info("quality monitor every %d steps%s: %s", quality_every, detail, monitor.describe())
+    return monitor
 
 
 def add_quality_args(p: argparse.ArgumentParser, temperature: bool = False) -> None:

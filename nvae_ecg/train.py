@@ -58,7 +58,7 @@ from nvae_ecg.demographics import DemographicStats, condition_matrix, fit_stats_
 from nvae_ecg.rhythm import fit_rhythm
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder
-from nvae_ecg.monitor import QualityMonitor, add_quality_args
+from nvae_ecg.monitor import add_quality_args, run_monitor
 from nvae_ecg.objectives import (compute_loss, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
@@ -503,11 +503,8 @@ def main(args: argparse.Namespace) -> int:
                     core.groups_per_scale, len(train_ds), len(val_ds), steps_per_epoch, accum, args.batch_size,
                     device, info.world_size, args.dtype, args.amp, compile_note)
     # Quality while training (rank 0 only): fixed labels, seeded noise on a forked RNG (training RNG untouched).
-    monitor = QualityMonitor(train_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
-        else None
-    if monitor is not None:
-        logger.info("quality monitor every %d steps at t=%g: %s", args.quality_every, args.quality_temperature,
-                    monitor.describe())
+    monitor = run_monitor(train_ds, args.quality_every, args.quality_n, info.is_main, logger,
+                          detail=f" at t={args.quality_temperature:g}")
     quality_step = -1  # step of the last quality evaluation
     clock = TrainClock(prev_seconds, args.max_hours)
     out_of_time = clock.over_at_start()

@@ -36,7 +36,7 @@ from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data import DATASETS
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
-from nvae_ecg.monitor import QualityMonitor, add_quality_args
+from nvae_ecg.monitor import add_quality_args, run_monitor
 from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
                           count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
                           save_checkpoint, seed_everything, setup_run_dir, teardown)
@@ -222,10 +222,7 @@ def main(args: argparse.Namespace) -> int:
                     cfg.fs, cfg.length, cfg.amplitude, steps_per_epoch, device, info.world_size,
                     args.amp if amp_dtype(device, args.amp) else "none")
 
-    monitor = QualityMonitor(base_ds, n_per_class=args.quality_n) if info.is_main and args.quality_every > 0 \
-        else None
-    if monitor is not None:
-        logger.info("quality monitor every %d steps: %s", args.quality_every, monitor.describe())
+    monitor = run_monitor(base_ds, args.quality_every, args.quality_n, info.is_main, logger)
     quality_step = -1
     clock = TrainClock(prev_seconds, args.max_hours)
     train_seconds = clock.seconds
