@@ -58,8 +58,8 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.io import atomic_write_json
+from nvae_ecg.kernels import keep_freed_cpu_memory
 from nvae_ecg.run import autocast, resolve_device
-from nvae_ecg.utils import keep_freed_cpu_memory
 from nvae_ecg.train import COMPILE_CHOICES
 
 #: Where installed packages declare their benchmarks (``module:BENCHMARKS``, a sequence of :class:`Benchmark`).
@@ -253,7 +253,7 @@ def _slow_conv_backward_flops(grad_out_shape, x_shape, w_shape, _kernel_size, _s
     return conv_flop_count(x_shape, w_shape, grad_out_shape) * (int(output_mask[0]) + int(output_mask[1]))
 
 
-#: The convolution kernel Conv1D picks for some float32 CPU shapes (nvae_ecg.neural_operations.use_gemm_conv).
+#: The convolution kernel Conv1D picks for some float32 CPU shapes (nvae_ecg.kernels.use_gemm_conv).
 SLOW_CONV_FLOPS = {torch.ops.aten._slow_conv2d_forward: _slow_conv_flops,
                    torch.ops.aten._slow_conv2d_backward: _slow_conv_backward_flops}
 

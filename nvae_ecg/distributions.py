@@ -11,10 +11,10 @@ generalised: III depends on I, V1 on nothing, V2..V6 on the precordial leads
 before them). The 16 coupling coefficients form a strictly lower-triangular
 8x8 matrix C per component and position, applied as ``mean + C @ x`` in one
 gather-multiply-scatter (no per-lead code); sampling walks the leads in order.
-Its ``log_prob`` is one autograd Function with a hand-derived backward that uses
-only kernels this torch vectorises in float32 and saves no (B, 8, M, L)-sized
-tensor (comment above ``_MixtureLogProb``); ``_log_prob_autograd`` keeps the
-plain-autograd version as its reference.
+Its ``log_prob`` runs the fused likelihood with a hand-derived backward,
+:func:`nvae_ecg.kernels.mixture_log_prob`; with the kernels switched off it
+runs the plain-autograd ``_log_prob_autograd``, which stays here as the
+reference that tests/test_mixture_fused.py compares the fused one with.
 
 ``DiagonalGaussian`` is the decoder likelihood of the 2-D STFT variant
 (2D-cNVAE-ECG): one Normal per spectrogram entry with a predicted mean and
@@ -25,10 +25,6 @@ range and bin width that the exact inverse STFT cannot undo, whereas a Gaussian
 with a learned scale models any real value, has an exact log-density and samples
 in one step. Entries that are identically zero (imaginary DC/Nyquist bins) are
 excluded by a mask and sampled as their mean.
-
-Why one file above 500 lines: the 8-lead mixture's log-likelihood and its hand-derived backward
-(``_MixtureLogProb``) sit next to the formulation they must equal, which tests/test_mixture_fused.py compares;
-Normal and the 2-D model's DiagonalGaussian are short.
 
 Example::
 
@@ -43,7 +39,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+
+from nvae_ecg import kernels
 
 NUM_LEADS = 8
 
@@ -114,82 +111,12 @@ def _coupling_index(device: torch.device, dtype: torch.dtype) -> tuple[torch.Ten
     return cols, scatter.to(device)
 
 
-# -- fused likelihood ------------------------------------------------------------------------------------------------
-# DiscMixLogistic8.log_prob as one autograd Function with a hand-derived backward (paper eq. 3, the factorisation of
-# DiscMixLogistic8._log_prob_autograd). Per element (lead i, component k, position l), with c = x_i - (mu + C x)_i,
-# p = (c + h) / s, m = (h - c) / s and w = p + m = 2h / s, the interior bin mass is
-#     sigmoid(p) - sigmoid(-m) = sigmoid(p) * sigmoid(m) * (1 - exp(-w)),
-# and ONE logarithm is taken, of the product: p and m are never both negative (p + m = w > 0), so once the sigmoid
-# arguments are clamped at -80 (the part below the clamp is added back exactly in log space) the product is a normal
-# float32. An edge bin drops a factor by shifting its argument (sigmoid's, or w) to where the factor rounds to
-# exactly 1, so no mask multiplies a logarithm. float32 uses only this torch's fast kernels (sigmoid, exp, log,
-# arithmetic; its float32 softplus/log1p/expm1 are scalar loops, ~10x slower, and tanh is ~6x slower than sigmoid),
-# with series for the w-terms at small w; float64 uses expm1 there. The backward recomputes the intermediates from
-# the raw parameters (alive anyway): besides them it saves only xs (B, 8, L) and the component totals (B, M, L).
-
 #: Log-scales are clamped at this value from below (NVAE DiscMixLogistic): the logistic is at least e^-7 wide.
 LOG_SCALE_MIN = -7.0
 #: w = 2h / s is clamped at this value from below, so that log(1 - exp(-w)) stays finite for absurdly wide logistics.
 _W_MIN = 1e-30
-#: Sigmoid arguments are clamped at this value from below: log sigmoid(z) = z + 80 + log sigmoid(-80) for z < -80 up
-#: to 1.8e-35, so adding min(z + 80, 0) back in log space is exact in float32 and float64.
-_SIGMOID_FLOOR = -80.0
-#: Exponents below this are clamped in the mixture's logsumexp and responsibilities: such terms are below float64
-#: resolution next to the largest (exp(-80) = 1.8e-35), and an exp that underflows takes this torch's slow path.
-_EXP_FLOOR = -80.0
-#: Sigmoid arguments are clamped at this value from above and 1 - exp(-w) is taken at w <= this value: sigmoid(40)
-#: and 1 - exp(-40) round to exactly 1 in float32 and float64, so nothing changes, but exp(-40) is still a normal
-#: float32 (this torch's vectorised float32 exp and sigmoid fall to a 2-30x slower path once a lane underflows).
-#: An edge bin drops a factor by setting its argument to this value.
-_ONE_AT = 40.0
-#: float32 switch from series to closed forms of the w-terms: above it exp(-w) <= 0.37, so 1 - exp(-w) does not
-#: cancel; below it the series reach float32 resolution with 4 terms.
-_SERIES_MAX = 1.0
-#: log((1 - exp(-v)) / v) + v/2 = log(sinh(v/2) / (v/2)): coefficients of v^2, v^4, v^6, v^8 (error < 3e-9 at v = 1).
-_LOG_WIDTH_SERIES = (1.0 / 24.0, -1.0 / 2880.0, 1.0 / 181440.0, -1.0 / 9676800.0)
-#: v / expm1(v) - 1 + v/2 = sum_j B_2j v^2j / (2j)!: coefficients of v^2 .. v^8 (error < 2.1e-8 at v = 1, for a
-#: gradient term of size ~1).
-_PSI_SERIES = (1.0 / 12.0, -1.0 / 720.0, 1.0 / 30240.0, -1.0 / 1209600.0)
-_LOG_WIDTH_AT_MAX = math.log(-math.expm1(-_SERIES_MAX))     # log(1 - exp(-1))
-_PSI_AT_MAX = _SERIES_MAX / math.expm1(_SERIES_MAX)         # 1 / (e - 1)
-
-
-def _uses_series(dtype: torch.dtype) -> bool:
-    """True for float32 (bf16/fp16 are promoted to it before the likelihood): avoid expm1, use series + exp."""
-    return torch.finfo(dtype).bits < 64
-
-
-def _series_(v2: torch.Tensor, coeffs: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
-    """out = sum_j coeffs[j] * v2 ** (j + 1) by Horner's rule, written into ``out``."""
-    torch.mul(v2, coeffs[-1], out=out)
-    for a in reversed(coeffs[:-1]):
-        out.add_(a).mul_(v2)
-    return out
-
-
-class _EdgeMasks:
-    """Float 0/1 masks (B, 8, 1, L) of the open-ended edge bins and the argument floors that drop edge factors."""
-
-    def __init__(self, xs: torch.Tensor, half_bin: float, series: bool) -> None:
-        xs4 = xs.unsqueeze(2)
-        # One allocation for all six; with M = 3 each is a third of a (B, 8, M, L) tensor.
-        block = xs.new_empty((6,) + xs4.shape)
-        # The comparisons of _log_prob_autograd, so that both agree on which samples are edge bins.
-        self.not_upper = torch.le(xs4, 1.0 - half_bin, out=block[0])
-        self.not_lower = torch.ge(xs4, -1.0 + half_bin, out=block[1])
-        self.interior = torch.mul(self.not_upper, self.not_lower, out=block[2])
-        # sigmoid(clamp(p, floor_p, 40)) is sigmoid(p) with the clamps, or exactly 1 at the upper edge (p's factor
-        # drops): floor_p = -80 + 120 * (1 - not_upper).
-        shift = _ONE_AT - _SIGMOID_FLOOR
-        self.floor_p = torch.mul(self.not_upper, -shift, out=block[3]).add_(_ONE_AT)
-        self.floor_m = torch.mul(self.not_lower, -shift, out=block[4]).add_(_ONE_AT)
-        # 1 - exp(clamp(-w, -40, cap_w)) is exactly 1 at either edge (cap -40); inside, float32 takes it for w >= 1
-        # only (series below) and float64 for all w >= _W_MIN (the clamp of _log_prob_autograd). One term is 0.
-        inside = _SERIES_MAX if series else _W_MIN
-        self.cap_w = torch.mul(self.interior, _ONE_AT, out=block[5]).sub_(_ONE_AT)
-        self.cap_w.add_(self.interior, alpha=-inside)
-        self.one_at = xs.new_tensor(_ONE_AT)
-        self.minus_one_at = xs.new_tensor(-_ONE_AT)
+#: The layout the fused likelihood (nvae_ecg.kernels.mixture_log_prob) reads the decoder output with.
+MIXTURE_SPEC = kernels.MixtureSpec(NUM_LEADS, COUPLING_PAIRS, LOG_SCALE_MIN, _W_MIN)
 
 
 def _split_params(param: torch.Tensor, num_mix: int) -> tuple[torch.Tensor, ...]:
@@ -200,131 +127,6 @@ def _split_params(param: torch.Tensor, num_mix: int) -> tuple[torch.Tensor, ...]
     logits, rest = param.split([num_mix, (PARAMS_PER_MIXTURE - 1) * num_mix], dim=1)
     rest = rest.reshape(b, PARAMS_PER_MIXTURE - 1, num_mix, length)
     return (logits,) + tuple(rest.split([NUM_LEADS, NUM_LEADS, NUM_COEFFS], dim=1))
-
-
-def _tanh_(raw: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """tanh(raw) = 2 sigmoid(2 raw) - 1 written into ``out``.
-
-    This torch's float32 tanh is ~6x slower than its sigmoid. The absolute error is ~1e-7, that of float32 tanh
-    near +-1, and the absolute error is what enters mu + C x.
-    """
-    return torch.mul(raw, 2.0, out=out).sigmoid_().mul_(2.0).sub_(1.0)
-
-
-def _scaled_residual(means: torch.Tensor, coeffs: torch.Tensor, raw_log_s: torch.Tensor, xs: torch.Tensor,
-                     half_bin: float, inv_s_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """q = c / s with c = xs - (mu + C xs) (a new tensor) and d = h / s (written into ``inv_s_out``), B, 8, M, L."""
-    c = torch.sub(xs.unsqueeze(2), means)
-    # c -= C x as one multiply-add per coefficient on (B, M, L) slices: no (B, 16, M, L) product is materialised.
-    for k, (row, col) in enumerate(COUPLING_PAIRS):
-        c[:, row].addcmul_(coeffs[:, k], xs[:, col].unsqueeze(1), value=-1.0)
-    inv_s = torch.clamp(raw_log_s, min=LOG_SCALE_MIN, out=inv_s_out).mul_(-1.0).exp_()
-    return c.mul_(inv_s), inv_s.mul_(half_bin)
-
-
-class _MixtureLogProb(torch.autograd.Function):
-    """log p(x) (B, L) of the 8-lead mixture from raw decoder parameters (B, 33 M, L) and xs = 2x - 1 (B, 8, L).
-
-    Differentiable w.r.t. the parameters only (x is data). The backward uses d log sigmoid(z)/dz = sigmoid(-z),
-    d log(1 - exp(-w))/dw = 1/expm1(w), d/dc = (d/dp - d/dm)/s and, as p, m, w are proportional to exp(-log_s),
-    d/dlog_s = -(p d/dp + m d/dm + w d/dw); the mixture weights' gradient is softmax(S) - softmax(logits).
-    Fresh (B, 8, M, L)-sized memory is kept low, as its first touch costs page faults on CPU: 4 tensors' worth in
-    the forward, the gradient plus 3 in the backward (the gradient's own slots serve as scratch).
-    """
-
-    @staticmethod
-    def forward(ctx, param: torch.Tensor, xs: torch.Tensor, num_mix: int, half_bin: float) -> torch.Tensor:
-        series = _uses_series(param.dtype)
-        masks = _EdgeMasks(xs, half_bin, series)
-        logits, means, raw_log_s, raw_coeffs = _split_params(param, num_mix)
-        # The coefficients' storage becomes two (B, 8, M, L) temporaries once the coupling is done.
-        work = param.new_empty((2,) + means.shape)
-        coeffs = _tanh_(raw_coeffs, out=work.view(raw_coeffs.shape))
-        q, d = _scaled_residual(means, coeffs, raw_log_s, xs, half_bin, inv_s_out=torch.empty_like(means))
-        tmp, prod = work[0], work[1]
-        # prod = sigmoid(p~) * sigmoid(m~) * (1 - exp(-w~)) with the clamped / edge-shifted arguments.
-        torch.clamp(torch.mul(d, -2.0, out=prod), masks.minus_one_at, masks.cap_w, out=prod)
-        if series:
-            prod.exp_().neg_().add_(1.0)                          # w >= 1 here: 1 - exp(-w) does not cancel
-        else:
-            prod.expm1_().neg_()
-        prod.mul_(torch.clamp(torch.add(q, d, out=tmp), masks.floor_p, masks.one_at, out=tmp).sigmoid_())
-        prod.mul_(torch.clamp(torch.sub(d, q, out=tmp), masks.floor_m, masks.one_at, out=tmp).sigmoid_())
-        lp = prod.log_()
-        # Log space: the parts of log sigmoid below the clamp, min(z + 80, 0), where the factor was not dropped
-        # (p and m are recomputed: cheaper than keeping them in fresh memory).
-        lp.addcmul_(torch.add(q, d, out=tmp).clamp_(max=_SIGMOID_FLOOR).sub_(_SIGMOID_FLOOR), masks.not_upper)
-        lp.addcmul_(torch.sub(d, q, out=tmp).clamp_(max=_SIGMOID_FLOOR).sub_(_SIGMOID_FLOOR), masks.not_lower)
-        if series:
-            # The rest of log(1 - exp(-w)) for w < 1 (0 for w >= 1): log(w) - log(1 - exp(-1)) - w/2 + series(w^2),
-            # with w = max(2h / s, _W_MIN) and log(w) = log(2h) - max(raw, -7) taken without a logarithm.
-            log_2h = math.log(2.0 * half_bin)
-            logw = torch.mul(raw_log_s, -1.0, out=q).add_(log_2h - _LOG_WIDTH_AT_MAX)
-            logw.clamp_(math.log(_W_MIN) - _LOG_WIDTH_AT_MAX, min(log_2h - LOG_SCALE_MIN, 0.0) - _LOG_WIDTH_AT_MAX)
-            v = torch.mul(d, 2.0, out=tmp).clamp_(_W_MIN, _SERIES_MAX)
-            logw.add_(v, alpha=-0.5).add_(_series_(v.mul_(v), _LOG_WIDTH_SERIES, out=d))
-            lp.addcmul_(logw, masks.interior)
-        total = lp.sum(dim=1).add_(torch.log_softmax(logits, dim=1))                 # B, M, L
-        top = total.amax(dim=1, keepdim=True)
-        out = torch.sub(total, top).clamp_(min=_EXP_FLOOR).exp_().sum(dim=1).log_().add_(top.squeeze(1))  # B, L
-        ctx.num_mix, ctx.half_bin = num_mix, half_bin
-        ctx.save_for_backward(param, xs, total, out)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        param, xs, total, out = ctx.saved_tensors
-        num_mix, half_bin = ctx.num_mix, ctx.half_bin
-        series = _uses_series(param.dtype)
-        masks = _EdgeMasks(xs, half_bin, series)
-        logits, means, raw_log_s, raw_coeffs = _split_params(param, num_mix)
-        grad = torch.empty(param.shape, dtype=param.dtype, device=param.device)
-        # The gradient's own slots serve as scratch before their final values are written.
-        g_logits, g_means, g_log_s, g_coeffs = _split_params(grad, num_mix)
-        # Mixture: d out / d total = softmax(total) (responsibilities); d/d logits = responsibilities - weights.
-        g = grad_out.unsqueeze(1)                                                     # B, 1, L
-        resp = torch.sub(total, out.unsqueeze(1)).clamp_(min=_EXP_FLOOR).exp_().mul_(g)   # B, M, L
-        torch.sub(resp, torch.softmax(logits, dim=1).mul_(g), out=g_logits)
-        g_lp = resp.unsqueeze(1)                                                      # B, 1, M, L
-
-        coeffs = _tanh_(raw_coeffs, out=g_coeffs)
-        q, d = _scaled_residual(means, coeffs, raw_log_s, xs, half_bin, inv_s_out=g_log_s)
-        # a = dL/dp = sigmoid(-p) (in g_means' slot) and e = dL/dm = sigmoid(-m) (m = -n), zero where the edge bin
-        # dropped the factor; arguments capped at 40 as in the forward (sigmoid(40) is 1).
-        a = torch.add(q, d, out=g_means).clamp_(min=-_ONE_AT).neg_().sigmoid_().mul_(masks.not_upper).mul_(g_lp)
-        e = torch.sub(q, d).clamp_(max=_ONE_AT).sigmoid_().mul_(masks.not_lower).mul_(g_lp)
-        # With p = q + d, m = d - q: p a + m e = q (a - e) + d (a + e), and dL/dc = (a - e) / s = (a - e) d / h.
-        a_m_e = torch.sub(a, e)
-        a_p_e = a.add_(e)
-        acc = q.mul_(a_m_e).addcmul_(a_p_e, d)                   # p a + m e
-        torch.mul(a_m_e, d, out=g_means).mul_(-1.0 / half_bin)   # dL/dmu = -dL/dc
-        # w dL/dw = g w / expm1(w) at interior samples; 0 where the forward clamped w at _W_MIN (torch.clamp passes
-        # no gradient at the bound itself, and neither does this).
-        w = torch.mul(d, 2.0, out=a_m_e)
-        psi, scratch = e, d
-        if series:
-            # psi(w) = w / expm1(w) = psi_large(max(w, 1)) + psi_small(min(w, 1)) - psi(1) (one of them is psi(1)).
-            # psi_large(v) = v sigmoid(-v) / (1 - 2 sigmoid(-v)): no cancellation for v >= 1, and sigmoid is this
-            # torch's fastest float32 transcendental.
-            big = torch.clamp(w, min=_SERIES_MAX, out=psi)
-            sig = torch.mul(big, -1.0, out=scratch).sigmoid_()
-            big.mul_(sig).div_(sig.mul_(-2.0).add_(1.0))
-            v = w.clamp_(max=_SERIES_MAX)
-            psi.add_(v, alpha=-0.5).add_(1.0 - _PSI_AT_MAX).mul_(torch.gt(v, _W_MIN, out=scratch))
-            # The even part (v^2 / 12 - ...) needs no mask: where v <= _W_MIN, v^2 is 0 in float32.
-            psi.add_(_series_(v.mul_(v), _PSI_SERIES, out=scratch))
-        else:
-            v = torch.clamp(w, min=_W_MIN, out=psi)
-            psi.div_(torch.expm1(v, out=scratch)).mul_(torch.gt(w, _W_MIN, out=scratch))
-        acc.addcmul_(psi.mul_(g_lp), masks.interior)
-        # dL/draw = -acc where raw > -7, 0 at and below the bound (torch.clamp's convention).
-        torch.mul(acc, torch.le(raw_log_s, LOG_SCALE_MIN, out=scratch).sub_(1.0), out=g_log_s)
-        # Coupling: d c_row / d coeff_k = -xs_col, so dL/dcoeff_k = dL/dmu_row * xs_col; tanh' = 1 - tanh^2.
-        one_m_c2 = g_coeffs.mul_(g_coeffs).neg_().add_(1.0)
-        for k, (row, col) in enumerate(COUPLING_PAIRS):
-            one_m_c2[:, k].mul_(g_means[:, row]).mul_(xs[:, col].unsqueeze(1))
-        return grad, None, None, None
 
 
 class DiscMixLogistic8:
@@ -405,11 +207,11 @@ class DiscMixLogistic8:
         ``validate=False`` skips the range check, which reads a flag back to the host (a device synchronisation);
         the training step passes it because its data are clipped to [0, 1] when loaded.
         """
-        if x.requires_grad and torch.is_grad_enabled():
-            # The fused Function treats x as data (no gradient); differentiating through x takes the autograd path.
+        if (x.requires_grad and torch.is_grad_enabled()) or not kernels.enabled():
+            # The fused likelihood treats x as data (no gradient); differentiating through x takes the autograd path.
             return self._log_prob_autograd(x, validate)
         xs = self._scaled_input(x, validate)
-        return _MixtureLogProb.apply(self._param, xs, self.num_mix, 1.0 / self.max_val)
+        return kernels.mixture_log_prob(self._param, xs, self.num_mix, 1.0 / self.max_val, MIXTURE_SPEC)
 
     def _scaled_input(self, x: torch.Tensor, validate: bool) -> torch.Tensor:
         """Check x (B, 8, L) in [0, 1] and map it to [-1, 1] in the parameters' dtype."""
@@ -421,7 +223,7 @@ class DiscMixLogistic8:
         return 2.0 * x.to(self._param.dtype) - 1.0                             # B, 8, L in [-1, 1]
 
     def _log_prob_autograd(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
-        """log_prob from plain autograd operations: the reference of the fused Function (tests, x with gradient)."""
+        """log_prob from plain autograd operations: the reference of the fused likelihood (kernels off, x with grad)."""
         xs = self._scaled_input(x, validate)
         mean = self.means + self._couple(self.coeffs, xs)                        # B, 8, M, L
         xs = xs.unsqueeze(2)                                                     # B, 8, 1, L

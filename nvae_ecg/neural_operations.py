@@ -14,13 +14,10 @@ skip and nearest-neighbour up-sampling inside the op branch (as NVAE's
 ``BNSwishConv`` does with ``stride == -1``), and squeeze-and-excitation averages
 over every spatial axis. The encoder combiner adds a 1x1-projected decoder state
 to the encoder state; the decoder combiner concatenates a latent sample and mixes
-it in with a 1x1 convolution. On CPU, ELU runs as max(x, exp(min(x, 0)) - 1) with its
-gradient taken from the output, and in training the residual cells' BatchNorm and
-activation run as one autograd function (:func:`bn_act_train`: two-pass batch
-statistics, one scale-shift, the activation, and a BatchNorm backward with the
-activation's folded in), which gives nn.BatchNorm's numbers, gradients and running
-statistics in fewer passes; ``BNActConv.fused = False`` restores the plain modules. Float32 1-D convolutions on
-CPU run through ATen's im2col + GEMM kernel where oneDNN is slow for their shape (:func:`use_gemm_conv`).
+it in with a 1x1 convolution. The CPU fast paths (ELU through exp2, training-mode BatchNorm + activation
+as one autograd function, float32 1-D convolutions through ATen's im2col + GEMM kernel) live in
+:mod:`nvae_ecg.kernels` behind its one switch; switched off (or ``BNActConv.fused = False`` per module) the
+blocks run the plain ``nn.BatchNorm``, ``F.elu`` and ``F.conv1d``.
 
 Example::
 
@@ -30,14 +27,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
+from nvae_ecg import kernels
 from nvae_ecg.weight_norm import weight_norm, weight_norm_reference
 
 #: BatchNorm settings of NVAE (neural_operations.py: BN_EPS = 1e-5, momentum 0.05).
@@ -47,8 +43,6 @@ BN_MOMENTUM = 0.05
 CHANNEL_MULT = 2
 #: Residual branch scale of a cell (NVAE model.py Cell.forward: skip + 0.1 * s).
 RESIDUAL_SCALE = 0.1
-#: log2(e): exp(x) = 2^(log2(e) x).
-_LOG2_E = math.log2(math.e)
 
 CELL_TYPES = ("normal", "down", "up")
 #: Spatial dimensionalities the blocks support (1: signals, 2: spectrograms).
@@ -60,132 +54,15 @@ def _check_ndim(ndim: int) -> None:
         raise ValueError(f"ndim must be one of {NDIMS} (1: signal, 2: spectrogram), got {ndim!r}")
 
 
-class _CPUELUFunction(torch.autograd.Function):
-    """ELU with alpha 1 as max(x, exp(min(x, 0)) - 1) (see _cpu_elu); the gradient comes from the output."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = _cpu_elu(x)
-        # The output (not exp(min(x, 0))) is saved: the next convolution keeps it alive anyway.
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return _elu_grad_from_output(grad, out)
-
-
-def _cpu_elu(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """ELU (alpha 1) as max(x, 2^(log2(e) min(x, 0)) - 1), written into ``out`` (a new tensor if None)."""
-    # exp(x) - 1 >= x everywhere, so the maximum picks x for x > 0 (where the exponential branch is 0) and the
-    # exponential branch otherwise. exp2 is used because ATen's float32 exp2 kernel is ~3x faster than its exp
-    # here; the scaled argument costs at most ~1 ulp of the result (|x| 2^x is largest, 1/e, at x = -1).
-    out = torch.clamp(x, max=0, out=out)
-    out.mul_(_LOG2_E).exp2_().sub_(1)
-    return torch.maximum(x, out, out=out)
-
-
-def _elu_grad_from_output(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """grad * ELU'(x) = grad * (min(out, 0) + 1) from out = ELU(x) (exp(x) = out + 1 for x <= 0)."""
-    # ATen's ELU derivative kernel in its from-the-output form (is_result=True) computes exactly this in one
-    # vectorised pass; clamp + addcmul would take two passes and one more temporary.
-    return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
-
-
 class ELU(nn.Module):
-    """ELU (alpha 1); on CPU computed through exp2 (_cpu_elu), several times faster than ATen's expm1-based kernel."""
+    """ELU (alpha 1); on CPU through :func:`nvae_ecg.kernels.elu` (exp2-based, faster than ATen's expm1 kernel)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ELU."""
         # Device (not data) dispatch: CUDA's fused F.elu is already fast and supports double backward.
-        if x.device.type == "cpu":
-            return _CPUELUFunction.apply(x)
+        if x.device.type == "cpu" and kernels.enabled():
+            return kernels.elu(x)
         return F.elu(x)
-
-
-#: Activations the fused BatchNorm-activation function implements.
-FUSED_ACTS = ("elu", "silu")
-
-
-def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
-    """Shape (1, C, 1, ...) that broadcasts a per-channel vector against x (B, C, *spatial)."""
-    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
-
-
-def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """Every axis of x (B, C, *spatial) but the channel axis."""
-    return (0,) + tuple(range(2, x.dim()))
-
-
-class _BNActFunction(torch.autograd.Function):
-    """Training-mode BatchNorm (batch statistics) followed by ELU or SiLU, in few passes over the activations.
-
-    Inputs: x (B, C, *spatial), weight, bias, running_mean, running_var, the running-average factor (None: no
-    running update), eps and the activation (one of FUSED_ACTS). The running buffers are updated in place as
-    nn.BatchNorm does (unbiased variance). Saves x, per-channel mean and 1/std, and for ELU its output (which the
-    following convolution keeps anyway), for SiLU its input: never more activation-sized memory than
-    nn.BatchNorm + activation, which save x, the BatchNorm output and (through the convolution) the output.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps, act):
-        dims, shape = _reduce_dims(x), _channel_shape(x)
-        n = x.numel() // x.shape[1]
-        mean = x.mean(dims)
-        # Two-pass variance (mean first, then the sum of squared deviations): exact to a few ulp however large
-        # |mean| is relative to the std, unlike the one-pass E[x^2] - E[x]^2 (off by ~(mean/std)^2 ulp). The
-        # second pass costs little: the centred tensor is needed for the normalisation anyway, and these plain
-        # means are several times faster than torch.var_mean, vector_norm or ATen's BatchNorm forward on CPU.
-        xc = x - mean.view(shape)
-        buf = torch.mul(xc, xc)
-        var = buf.mean(dims)
-        rstd = torch.rsqrt(var + eps)
-        # (x - mean) * (gamma / std) + beta over the centred tensor (mul_/add_ beat a broadcast addcmul here).
-        y = xc.mul_((weight * rstd).view(shape)).add_(bias.view(shape))
-        if act == "elu":
-            out = _cpu_elu(y, out=buf)
-            ctx.save_for_backward(x, weight, mean, rstd, out)
-        else:
-            # SiLU (ATen's kernel, as F.silu) into the squares' buffer: no further allocation.
-            out = torch.ops.aten.silu.out(y, out=buf)
-            ctx.save_for_backward(x, weight, mean, rstd, y)
-        if factor is not None:
-            # nn.BatchNorm's running update: (1 - m) * running + m * batch statistic, unbiased variance.
-            running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-            running_var.mul_(1 - factor).add_(var, alpha=factor * n / (n - 1))
-        ctx.act = act
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, weight, mean, rstd, saved = ctx.saved_tensors
-        if ctx.act == "elu":
-            gy = _elu_grad_from_output(grad, saved)
-        else:
-            # ATen's SiLU derivative kernel (what F.silu's autograd runs) on the saved SiLU input: one pass.
-            gy = torch.ops.aten.silu_backward(grad, saved)
-        # The BatchNorm backward is ATen's kernel (what nn.BatchNorm's autograd runs), fed with this function's
-        # batch mean and 1/std: two passes, about twice as fast here as the same formula in tensor ops
-        # (dx = gamma/std * (gy - mean(gy) - xhat * mean(gy * xhat)), d_gamma = sum(gy * xhat), d_beta = sum(gy)).
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            gy, x, weight, None, None, mean, rstd, True, 0.0, list(ctx.needs_input_grad[:3]))
-        return grad_x, grad_weight, grad_bias, None, None, None, None, None
-
-
-def bn_act_train(bn: nn.BatchNorm1d | nn.BatchNorm2d, x: torch.Tensor, act: str) -> torch.Tensor:
-    """act(bn(x)) for a training-mode, affine nn.BatchNorm1d/2d with running statistics, fused (same numbers)."""
-    if act not in FUSED_ACTS:
-        raise ValueError(f"fused BatchNorm supports the activations {FUSED_ACTS}, got {act!r}")
-    # nn.BatchNorm's bookkeeping: count the batch, then the running-average factor (1 / count if momentum is None).
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            factor = 1.0 / float(bn.num_batches_tracked)
-    return _BNActFunction.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, act)
 
 
 class WeightNormConv:
@@ -224,43 +101,18 @@ class WeightNormConv:
         return self._conv_fn(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-#: Where ATen's im2col + GEMM convolution beats oneDNN's for float32 1-D convolutions on CPU (forward + backward,
-#: measured on a 2-vCPU AVX-512 EPYC, BENCHMARKS.md): 1x1 kernels (e.g. (8, 36, 1250) -> 32: 1.0 vs 1.9 ms),
-#: few input taps (C_in * k <= 36; the 8 -> 99 output conv of `small` at length 5000: 9.4 vs 23.3 ms, the
-#: 12 -> 660 one of `paper` at batch 32: 0.46 vs 1.15 s) and small problems (batch * length <= 2560, where
-#: oneDNN's fixed cost per call dominates). oneDNN stays faster for wide k3 convs on big batches
-#: ((8, 32, 1250) -> 32: 1.8 vs 2.9 ms).
-GEMM_CONV_MAX_TAPS = 36
-GEMM_CONV_MAX_POSITIONS = 2560
-
-
-def use_gemm_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where a 1-D conv of x (B, C, L) runs faster as ATen's im2col + GEMM than through oneDNN (CPU float32)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3 or torch.compiler.is_compiling():
-        return False
-    if torch.is_autocast_enabled("cpu"):  # autocast casts F.conv1d's inputs; it does not know the GEMM kernel
-        return False
-    taps = weight.shape[1] * weight.shape[2]
-    return (weight.shape[2] == 1 or taps <= GEMM_CONV_MAX_TAPS
-            or x.shape[0] * x.shape[2] <= GEMM_CONV_MAX_POSITIONS)
-
-
 class Conv1D(WeightNormConv, nn.Conv1d):
     """nn.Conv1d with NVAE's weight normalisation (see :class:`WeightNormConv`).
 
-    On CPU in float32 it picks the convolution kernel by shape (:func:`use_gemm_conv`): torch picks oneDNN for
-    every float32 conv, which is several times slower than ATen's im2col + GEMM kernel (the one float64 always
-    uses) for 1x1 kernels, few input channels and small batches. Both compute the same convolution.
+    On CPU in float32 it picks the convolution kernel by shape (:func:`nvae_ecg.kernels.use_gemm_conv`): ATen's
+    im2col + GEMM kernel where oneDNN, torch's choice for every float32 conv, is slow. Both compute F.conv1d.
     """
 
     _conv_fn = staticmethod(F.conv1d)
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self._gemm_capable and use_gemm_conv(x, w):
-            # ATen's im2col + GEMM kernel on the (B, C, 1, L) view (its autograd formula covers the backward).
-            out = torch.ops.aten.thnn_conv2d(x.unsqueeze(2), w.unsqueeze(2), [1, w.shape[2]], self.bias,
-                                             [1, self.stride[0]], [0, self.padding[0]])
-            return out.squeeze(2)
+        if self._gemm_capable and kernels.use_gemm_conv(x, w):
+            return kernels.gemm_conv1d(x, w, self.bias, self.stride[0], self.padding[0])
         return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -332,9 +184,10 @@ class BNActConv(nn.Module):
     """BatchNorm -> activation -> (x2 nearest up-sampling) -> k3 conv: NVAE's BNELUConv / BNSwishConv in 1-D or 2-D.
 
     ``stride`` is 1 (normal), 2 (down) or -1 (up: nearest-neighbour x2 before the conv, as NVAE). In training on
-    CPU, BatchNorm and activation run as one autograd function (:func:`bn_act_train`, same numbers in fewer
-    passes) unless ``fused`` is set to False (the benchmark's ``original`` mode) or ``bn``/``act`` were replaced
-    (e.g. by nn.SyncBatchNorm); the parameters and buffers stay those of ``bn``.
+    CPU, BatchNorm and activation run as one autograd function (:func:`nvae_ecg.kernels.bn_act_train`, same
+    numbers in fewer passes) unless the kernels are switched off, ``fused`` is set to False (the benchmark's
+    ``original`` mode) or ``bn``/``act`` were replaced (e.g. by nn.SyncBatchNorm); the parameters and buffers stay
+    those of ``bn``.
     """
 
     #: BatchNorm classes the fused path reproduces exactly (subclasses such as SyncBatchNorm may differ).
@@ -359,9 +212,10 @@ class BNActConv(nn.Module):
         self.fused = True
 
     def fused_act(self, x: torch.Tensor) -> Optional[str]:
-        """The FUSED_ACTS name :func:`bn_act_train` would use for x, or None where the module path must run."""
+        """The kernels.FUSED_ACTS name that kernels.bn_act_train would use for x, or None for the module path."""
         bn = self.bn
-        if not (self.fused and bn.training and type(bn) in self.FUSABLE_BN and bn.affine and bn.track_running_stats):
+        if not (self.fused and kernels.enabled() and bn.training and type(bn) in self.FUSABLE_BN and bn.affine
+                and bn.track_running_stats):
             return None
         # CPU only (CUDA's cuDNN BatchNorm is already fused), matching dtypes (no autocast mix), more than one
         # value per channel (nn.BatchNorm raises its own error), and eager mode (torch.compile fuses by itself).
@@ -378,7 +232,7 @@ class BNActConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply BN, activation, optional up-sampling and the convolution."""
         act = self.fused_act(x)
-        out = self.act(self.bn(x)) if act is None else bn_act_train(self.bn, x, act)
+        out = self.act(self.bn(x)) if act is None else kernels.bn_act_train(self.bn, x, act)
         if self.upsample:
             out = F.interpolate(out, scale_factor=2, mode="nearest")
         return self.conv(out)

@@ -1,10 +1,10 @@
-"""Checkpoint maintenance and a CPU allocator switch; the run machinery itself lives in :mod:`nvae_ecg.run`.
+"""Checkpoint maintenance; the run machinery lives in :mod:`nvae_ecg.run`, the CPU kernels in :mod:`nvae_ecg.kernels`.
 
 ``python -m nvae_ecg.utils convert --trusted OLD.pt`` re-saves a checkpoint of an older version of this repository
 (numpy RNG state inside, refused by the weights-only load of :func:`nvae_ecg.run.load_plain`) as plain data, after
-an explicit opt-in, since reading it unpickles it fully. :func:`keep_freed_cpu_memory` keeps glibc from unmapping
-freed tensors. The seeding, RNG-state and checkpoint helpers that this module held are re-exported from
-:mod:`nvae_ecg.run` for older imports.
+an explicit opt-in, since reading it unpickles it fully. The seeding, RNG-state and checkpoint helpers that this
+module held are re-exported from :mod:`nvae_ecg.run`, and :func:`keep_freed_cpu_memory` (glibc's heap kept without
+``mmap``) from :mod:`nvae_ecg.kernels`, for older imports.
 
 ``python -m nvae_ecg.utils slim RUN/checkpoints/latest.pt OUT.pt`` keeps what the samplers read (weights, config,
 classes, bounds, demographic statistics, provenance) and drops optimiser, scaler, RNG and discriminator states (a
@@ -27,44 +27,12 @@ from pathlib import Path
 
 import torch
 
+# Re-exported for older imports (nvae_ecg.train): the allocator switch is one of the CPU kernels.
+from nvae_ecg.kernels import keep_freed_cpu_memory  # noqa: F401
 # Re-exported for older imports (tests, train_test): defined once, in nvae_ecg.run.
 from nvae_ecg.run import (ResumableSampler, _plain_rng, atomic_torch_save, convert_command,  # noqa: F401
                           gather_rng_states, git_version, load_checkpoint, load_plain, restore_rank_rng, rng_state,
                           seed_everything, set_rng_state, to_plain)
-
-
-#: glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_MAX.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_freed_cpu_memory() -> bool:
-    """Let glibc reuse freed CPU tensors instead of unmapping them (no page faults per step); True if applied.
-
-    By default glibc serves every allocation above a dynamic threshold (at most 32 MiB) with a fresh ``mmap`` and
-    unmaps it on free, so each training step page-faults its large activations, weights and gradients in again:
-    on a 2-core VM, system time rivalled user time in the ``paper`` configuration. Turning ``mmap`` off for
-    allocations (M_MMAP_MAX = 0) and trimming off (M_TRIM_THRESHOLD = -1) keeps every freed buffer in the heap
-    for the next step; the step's allocation pattern repeats, so the heap settles at the step's peak after a few
-    steps.
-    Measured on ``paper`` at length 2560, batch 1, float32 (2-vCPU VM): 3.9-4.7 s per step and 3.5 M minor page
-    faults per benchmark run with only the mmap threshold raised to its 32 MiB maximum (the weight-sized tensors
-    are larger), 2.8 s and 1.85 M faults (the model's first touch) with this. Same effect as
-    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1``; a no-op elsewhere than glibc on Linux.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # M_TRIM_THRESHOLD -1 (SIZE_MAX inside glibc) disables trimming: a positive threshold is at most 2 GiB here, and
-    # `paper` frees more than that at the top of the heap within a step, which was returned and faulted in again.
-    ok = mallopt(_M_MMAP_MAX, 0) == 1
-    return mallopt(_M_TRIM_THRESHOLD, -1) == 1 and ok
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | None = None, backup: bool = True) -> Path:

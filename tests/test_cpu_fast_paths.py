@@ -1,8 +1,9 @@
 """Tests of the CPU fast paths that pick kernels or allocator settings: they must compute the same model.
 
 ``Conv1D`` runs selected float32 shapes through ATen's im2col + GEMM kernel instead of oneDNN
-(``nvae_ecg.neural_operations.use_gemm_conv``); the tests check which kernel runs (through the
-dispatcher) and that outputs and gradients match a float64 reference. ``keep_freed_cpu_memory``
+(``nvae_ecg.kernels.use_gemm_conv``); the tests check which kernel runs (through the
+dispatcher) and that outputs and gradients match a float64 reference, also for a non-contiguous
+input (FactorizedReduce's shifted slice). ``keep_freed_cpu_memory``
 must stop the page faults of re-allocating a large freed tensor (checked in a subprocess, so the
 test process keeps glibc's defaults). ``AutoEncoder.sample`` must normalise exactly the decoder's
 weights in batch.
@@ -15,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,9 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nvae_ecg import kernels
 from nvae_ecg.config import get_config
+from nvae_ecg.kernels import use_gemm_conv
 from nvae_ecg.model import AutoEncoder
-from nvae_ecg.neural_operations import Conv1D, WeightNormConv, use_gemm_conv
+from nvae_ecg.neural_operations import Conv1D, WeightNormConv
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    """These tests check the fast paths themselves: run them with the kernels on whatever CNVAE_KERNELS says."""
+    previous = kernels.set_enabled(True)
+    yield
+    kernels.set_enabled(previous)
 
 
 class _OpNames(TorchDispatchMode):
@@ -80,6 +92,29 @@ def test_conv1d_kernel_choice_and_equivalence(shape, gemm):
         assert (got.double() - want).abs().max() <= 1e-4 * want.abs().max()
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gemm_conv_of_a_non_contiguous_input(stride):
+    """FactorizedReduce convolves the shifted slice x[:, :, 1:]: the GEMM path's gradients must still be right."""
+    torch.manual_seed(0)
+    conv = Conv1D(16, 8, 1, stride=stride, bias=True)
+    full = torch.randn(2, 16, 97, requires_grad=True)
+    x = full[:, :, 1:]
+    assert not x.is_contiguous() and use_gemm_conv(x, conv.weight)
+    with _OpNames() as ops:
+        out = conv(x)
+        out.square().sum().backward()
+    assert "_slow_conv2d_forward" in ops.names
+    ref = Conv1D(16, 8, 1, stride=stride, bias=True).double()
+    ref.load_state_dict(conv.state_dict())
+    full64 = full.detach().double().requires_grad_()
+    out64 = F.conv1d(full64[:, :, 1:], ref.normalized_weight(), ref.bias, ref.stride)
+    out64.square().sum().backward()
+    assert (out.double() - out64).abs().max() <= 1e-5 * out64.abs().max()
+    for got, want in ((full.grad, full64.grad), (conv.weight.grad, ref.weight.grad),
+                      (conv.log_weight_norm.grad, ref.log_weight_norm.grad), (conv.bias.grad, ref.bias.grad)):
+        assert (got.double() - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_gemm_conv_only_for_cpu_float32():
     w = torch.randn(4, 3, 1)
     assert use_gemm_conv(torch.randn(2, 3, 10), w)
@@ -92,7 +127,7 @@ def test_gemm_conv_only_for_cpu_float32():
 _FAULTS_SCRIPT = r"""
 import json, resource, sys
 import torch
-from nvae_ecg.utils import keep_freed_cpu_memory
+from nvae_ecg.kernels import keep_freed_cpu_memory
 applied = keep_freed_cpu_memory() if sys.argv[1] == "1" else False
 n = 64 << 20  # 64 MiB: above glibc's largest mmap threshold
 
@@ -115,8 +150,9 @@ print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSA
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
 def test_keep_freed_cpu_memory_stops_refaulting_large_tensors():
     def run(flag: str) -> dict:
+        env = {**os.environ, "CNVAE_KERNELS": "1"}  # the allocator setting is one of the kernels
         out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, flag], capture_output=True, text=True,
-                             check=True)
+                             check=True, env=env)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     default, kept = run("0"), run("1")

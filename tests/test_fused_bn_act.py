@@ -1,6 +1,6 @@
-"""Tests of the fused BatchNorm + activation of the residual cells and of the CPU ELU (nvae_ecg.neural_operations).
+"""Tests of the fused BatchNorm + activation of the residual cells and of the CPU ELU (nvae_ecg.kernels).
 
-The fused path (``bn_act_train``, used by ``BNActConv`` in CPU training) must give the numbers of the plain
+The fused path (``kernels.bn_act_train``, used by ``BNActConv`` in CPU training) must give the numbers of the plain
 ``nn.BatchNorm`` + activation path (``BNActConv.fused = False``): outputs, gradients of the input and of every
 parameter, running statistics and the batch counter, in float64 to 1e-10 and in float32 to ~1e-5, also for inputs
 whose mean is 100x their standard deviation. Eval mode, replaced BatchNorm classes (SyncBatchNorm) and
@@ -20,12 +20,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nvae_ecg import kernels
 from nvae_ecg import neural_operations as no
-from nvae_ecg.neural_operations import BNActConv, _BNActFunction, _CPUELUFunction, bn_act_train
+from nvae_ecg.kernels import _BNActFunction, _CPUELUFunction, bn_act_train
+from nvae_ecg.neural_operations import BNActConv
 
 #: (ndim, input shape) of the 1-D signal and 2-D spectrogram cells.
 SHAPES = {1: (4, 6, 40), 2: (3, 5, 6, 8)}
 ACTS = ("elu", "swish")
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    """These tests check the fast paths themselves: run them with the kernels on whatever CNVAE_KERNELS says."""
+    previous = kernels.set_enabled(True)
+    yield
+    kernels.set_enabled(previous)
 
 
 def _module(ndim: int, act: str, dtype: torch.dtype, stride: int = 1, seed: int = 0) -> BNActConv:
@@ -195,7 +205,7 @@ def test_eval_mode_runs_module_path(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("fused path used in eval mode")
 
-    monkeypatch.setattr(no, "bn_act_train", fail)
+    monkeypatch.setattr(kernels, "bn_act_train", fail)
     assert m.fused_act(x) is None
     torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
 
@@ -213,8 +223,8 @@ class _SubclassBN(nn.BatchNorm1d):
 def test_fallbacks_run_module_path(monkeypatch):
     """Replaced BatchNorm, fused=False, non-affine/untracked BN, replaced act or mixed dtype: module path."""
     used = []
-    real = no.bn_act_train
-    monkeypatch.setattr(no, "bn_act_train", lambda *a: used.append(1) or real(*a))
+    real = kernels.bn_act_train
+    monkeypatch.setattr(kernels, "bn_act_train", lambda *a: used.append(1) or real(*a))
     x = _inputs(1, torch.float32, 1)[0]
     m = _module(1, "elu", torch.float32)
     m.train()

@@ -1,4 +1,4 @@
-"""Tests of the fused 8-lead mixture log-likelihood (nvae_ecg.distributions._MixtureLogProb, paper eq. 3).
+"""Tests of the fused 8-lead mixture log-likelihood (nvae_ecg.kernels.mixture_log_prob, paper eq. 3).
 
 ``DiscMixLogistic8.log_prob`` runs one autograd Function with a hand-derived
 backward; ``DiscMixLogistic8._log_prob_autograd`` keeps the plain-autograd
@@ -22,7 +22,9 @@ import math
 import pytest
 import torch
 
-from nvae_ecg.distributions import LOG_SCALE_MIN, PARAMS_PER_MIXTURE, DiscMixLogistic8, _MixtureLogProb
+from nvae_ecg import kernels
+from nvae_ecg.distributions import LOG_SCALE_MIN, MIXTURE_SPEC, PARAMS_PER_MIXTURE, DiscMixLogistic8
+from nvae_ecg.kernels import mixture_log_prob
 
 NBITS = 8
 MAXV = 2 ** NBITS - 1
@@ -30,6 +32,14 @@ HALF_BIN = 1.0 / MAXV
 #: log1p(exp(-20)): F.softplus returns its input above threshold 20, so the reference's log-sigmoids are off by up to
 #: this much per lead (and its derivatives by exp(-20)); the fused path is exact there.
 SOFTPLUS_GAP = math.log1p(math.exp(-20.0))
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    """These tests check the fast paths themselves: run them with the kernels on whatever CNVAE_KERNELS says."""
+    previous = kernels.set_enabled(True)
+    yield
+    kernels.set_enabled(previous)
 
 
 def rows_view(param: torch.Tensor, m: int) -> torch.Tensor:
@@ -86,7 +96,8 @@ def test_gradcheck_float64(m):
     x = grid_signal(b, length, seed=20 + m)
     xs = 2.0 * x - 1.0
     p = param.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda q: _MixtureLogProb.apply(q, xs, m, HALF_BIN), (p,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda q: mixture_log_prob(q, xs, m, HALF_BIN, MIXTURE_SPEC), (p,), eps=1e-6,
+                                   atol=1e-6)
 
 
 def test_matches_reference_float64_tight_where_softplus_is_exact():
