@@ -111,7 +111,30 @@ class CVAE(nn.Module):
         self.dec_bn1 = nn.BatchNorm2d(f2, **bn2)
         self.dec_deconv2 = SameConvTranspose1xK(f2, 1, cfg.kernel)
         self.dec_bn2 = nn.BatchNorm2d(1, **bn2)
+        # Per-lead statistics of the training split for amplitude "standard" (identity until set_data_stats).
+        self.register_buffer("data_mean", torch.zeros(cfg.n_leads))
+        self.register_buffer("data_std", torch.ones(cfg.n_leads))
         glorot_init(self)
+
+    def set_data_stats(self, mean, std) -> None:
+        """Store the per-lead mean and standard deviation of the [0, 1] training ECGs (amplitude "standard")."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (self.cfg.n_leads,) or std.shape != (self.cfg.n_leads,) or not bool((std > 0).all()):
+            raise ValueError(f"data statistics must be {self.cfg.n_leads} means and positive standard deviations")
+        self.data_mean.copy_(mean)
+        self.data_std.copy_(std)
+
+    def to_model(self, x01: torch.Tensor) -> torch.Tensor:
+        """[0, 1] ECGs (B, leads, samples) -> the amplitude the network models (``cfg.amplitude``)."""
+        if self.cfg.amplitude == "unit":
+            return x01
+        return (x01 - self.data_mean[:, None].to(x01.dtype)) / self.data_std[:, None].to(x01.dtype)
+
+    def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_model` (not clipped)."""
+        if self.cfg.amplitude == "unit":
+            return x
+        return x * self.data_std[:, None].to(x.dtype) + self.data_mean[:, None].to(x.dtype)
 
     def _check_c(self, c: torch.Tensor, batch: int) -> torch.Tensor:
         if c.ndim != 2 or c.shape != (batch, self.cfg.condition_dim):
@@ -150,15 +173,15 @@ class CVAE(nn.Module):
         return h.squeeze(1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None):
-        """(reconstruction, mu, log sigma^2) of x under c."""
+        """(reconstruction, mu, log sigma^2) of x under c, both in the model's amplitude (:meth:`to_model`)."""
         mu, logvar = self.encode(x, c)
         return self.decode(self.reparameterize(mu, logvar, generator), c), mu, logvar
 
     @torch.no_grad()
     def sample(self, c: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0):
-        """ECGs (B, leads, samples) for conditions c (B, condition_dim), z ~ N(0, temperature^2 I)."""
+        """[0, 1] ECGs (B, leads, samples) for conditions c (B, condition_dim), z ~ N(0, temperature^2 I)."""
         z = torch.randn((c.shape[0], self.cfg.latent_dim), device=c.device, generator=generator) * temperature
-        return self.decode(z, c)
+        return self.from_model(self.decode(z, c))
 
 
 def bn_statistics(module: nn.Module) -> int:

@@ -117,3 +117,28 @@ def test_config_registry_validates():
         get_config("ecg", length=4999)
     with pytest.raises(ValueError, match="unknown CVAE config"):
         get_config("big")
+
+
+def test_standard_amplitude_round_trip_and_sampling_back_in_unit_range():
+    """to_model z-scores each lead by the stored statistics, from_model inverts it, sample() returns [0, 1] scale."""
+    cfg = get_config("ecg", length=200)
+    assert cfg.amplitude == "standard"
+    m = M.CVAE(cfg).eval()
+    mean, std = torch.linspace(0.3, 0.6, 8), torch.linspace(0.02, 0.09, 8)
+    m.set_data_stats(mean, std)
+    x = mean[None, :, None] + std[None, :, None] * torch.randn(4, 8, 200, generator=torch.Generator().manual_seed(0))
+    z = m.to_model(x)
+    assert torch.allclose(z.mean((0, 2)), torch.zeros(8), atol=0.15) and torch.allclose(z.std((0, 2)), torch.ones(8), atol=0.15)
+    assert torch.allclose(m.from_model(z), x, atol=1e-6)
+    assert torch.equal(m.state_dict()["data_std"], std)  # travels in the checkpoint
+    c = torch.zeros(3, cfg.condition_dim)
+    g = torch.Generator().manual_seed(1)
+    s = m.sample(c, generator=g)
+    assert torch.allclose(s, m.from_model(m.decode(torch.randn(3, cfg.latent_dim, generator=torch.Generator().manual_seed(1)), c)))
+    unit = M.CVAE(get_config("ecg", length=200, amplitude="unit"))
+    unit.set_data_stats(mean, std)
+    assert torch.equal(unit.to_model(x), x)
+    with pytest.raises(ValueError, match="positive"):
+        m.set_data_stats(mean, torch.zeros(8))
+    with pytest.raises(ValueError, match="amplitude"):
+        get_config("ecg", amplitude="mv")

@@ -32,7 +32,7 @@ def trained(prepared_demo90, tmp_path_factory):
 def test_reference_defaults_of_the_command_line(tmp_path):
     a = train.parse_args(["--data_dir", str(tmp_path)])
     assert (a.learning_rate, a.batch_size, a.epochs, a.beta1, a.beta2, a.adam_eps) == (1e-3, 32, 300, 0.9, 0.999, 1e-7)
-    assert (a.config, a.condition, a.kl_weight, a.save) == ("ecg", "demographics", 1.0, "cvae_ecg")
+    assert (a.config, a.condition, a.kl_weight, a.rec_weight, a.save) == ("ecg", "demographics", 1.0, 1.0, "cvae_ecg")
     with pytest.raises(SystemExit):
         train.parse_args(["--data_dir", str(tmp_path), "--config", "paper"])
     with pytest.raises(SystemExit):
@@ -51,6 +51,18 @@ def test_run_folder_and_checkpoint(trained):
     assert len(ckpt["bounds"]["lower"]) == 8 and (run / "checkpoints" / "epoch_0001.pt").is_file()
     log = (run / "log.txt").read_text()
     assert "parameters: 576200" in log and "val loss" in log and " KL " in log
+    # Amplitude "standard": the per-lead statistics of the training ECGs are fitted once and stored in the model.
+    mean, std = ckpt["model"]["data_mean"].double(), ckpt["model"]["data_std"].double()
+    assert ckpt["config"]["amplitude"] == "standard" and "amplitude standard" in log
+    assert bool(((mean > 0.05) & (mean < 0.95)).all()) and bool(((std > 0.005) & (std < 0.5)).all())
+
+
+def test_lead_statistics_are_the_per_lead_moments(prepared_demo90):
+    ds = train.DemographicDataset(prepared_demo90, "ptb-xl", split="train")
+    mean, std = train.lead_statistics(ds)
+    xs = np.stack([ds[i][0].double().numpy() for i in range(len(ds))])
+    np.testing.assert_allclose(mean, xs.mean((0, 2)), rtol=1e-9)
+    np.testing.assert_allclose(std, xs.std((0, 2)), rtol=1e-6)
 
 
 def test_resume_mid_epoch_is_bit_for_bit(prepared_demo90, trained):
