@@ -7,7 +7,9 @@ over all elements) with weights 1 and 1, the validation loss after every epoch (
 ``validation_data``). The condition is the 4-d demographic vector of each record (``--condition demographics``,
 :mod:`nvae_ecg.demographics`), its multi-hot classes (``classes``) or both concatenated (``both``). One deviation:
 their ``fit`` ran with ``shuffle=False``; we shuffle every epoch (records.csv is ordered by file name, so a fixed
-order would present the sources in blocks). The run folder mirrors ``pulse2pulse.train`` and ``nvae_ecg.train``
+order would present the sources in blocks). Amplitude (``--amplitude``): their data scale is not published; the
+network models per-lead z-scores of the [0, 1] data (training-split statistics, stored in the model), which the
+zero-mean, unit-variance output of their final batch norm starts from. The run folder mirrors ``pulse2pulse.train`` and ``nvae_ecg.train``
 (shared :mod:`nvae_ecg.run`): ``args.json``, ``log.txt``, TensorBoard events, ``checkpoints/latest.pt`` written
 atomically as plain data (loaded with ``weights_only=True``) with periodic copies, ``--resume`` bit for bit on CPU
 also from the middle of an epoch, ``--max_hours`` summed over resumes, a non-finite loss stopping the run without
@@ -23,23 +25,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from cvae_ecg.config import CONFIGS, CVAEConfig, get_config
+from cvae_ecg.config import AMPLITUDES, CONFIGS, CVAEConfig, get_config
 from cvae_ecg.data import CONDITIONS, DemographicDataset, build_condition, condition_dim
 from cvae_ecg.model import CVAE, cvae_loss, parameter_counts
 from nvae_ecg.data import DATASETS
 from nvae_ecg.demographics import DemographicStats, condition_matrix
 from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.loop import EpochSummary, LoopLimits, LoopState, run_epochs
 from nvae_ecg.monitor import add_quality_args, run_monitor
-from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
+from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, autocast, check_run_folder,
                           init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
                           seed_everything, setup_run_dir, teardown)
 
@@ -79,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="what the model is conditioned on: the 4-d demographic vector [age z, age missing, male, "
                         "female], the multi-hot classes, or both concatenated")
     g.add_argument("--latent_dim", type=int, default=None, help="latent dimensions (10 in their train.py)")
+    g.add_argument("--amplitude", default=None, choices=AMPLITUDES,
+                   help="what the network models: standard (per-lead z-scores of the training split, the preset's) "
+                        "or unit (the [0, 1] data as stored)")
 
     g = p.add_argument_group("optimisation (Keras defaults of the reference code)")
     g.add_argument("--batch_size", "--bs", dest="batch_size", type=int, default=32, help="batch size per process")
@@ -92,6 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--beta2", "--b2", dest="beta2", type=float, default=0.999, help="Adam beta2 (Keras default)")
     g.add_argument("--adam_eps", type=float, default=1e-7, help="Adam epsilon (Keras default; PyTorch's is 1e-8)")
     g.add_argument("--kl_weight", type=float, default=1.0, help="weight of the KL term (1 in their compile)")
+    g.add_argument("--rec_weight", type=float, default=1.0,
+                   help="weight of the MSE term (their loss_weights['decoder'] = 1; with MSE averaged over 40,000 "
+                        "elements the posterior collapses on our data, see cvae_ecg/README.md; 20000 = the ELBO of a "
+                        "unit-variance Gaussian decoder on 8 x 5000 z-scored samples)")
     g.add_argument("--amp", default="none", choices=("none", "bf16"), help="bf16 autocast on CUDA (ignored on CPU)")
 
     g = p.add_argument_group("logging and checkpoints")
@@ -118,6 +126,8 @@ def build_config(args, num_classes: int) -> CVAEConfig:
     overrides = {"condition_dim": condition_dim(args.condition, num_classes)}
     if args.latent_dim is not None:
         overrides["latent_dim"] = args.latent_dim
+    if args.amplitude is not None:
+        overrides["amplitude"] = args.amplitude
     return get_config(args.config, **overrides)
 
 
@@ -151,8 +161,26 @@ def _sample_figures(model, writer, step: int, device, bounds, class_names, condi
         plt.close(fig)
 
 
+def lead_statistics(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-lead mean and standard deviation over every sample of every ECG of ``dataset`` (float64 sums)."""
+    total = total_sq = None
+    n = 0
+    for i in range(len(dataset)):
+        x = dataset[i][0].double().numpy()
+        total = x.sum(1) if total is None else total + x.sum(1)
+        total_sq = (x * x).sum(1) if total_sq is None else total_sq + (x * x).sum(1)
+        n += x.shape[1]
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    if not np.all(std > 0):
+        raise SystemExit(f"error: a lead of the training ECGs is constant (std {std.tolist()}); "
+                         "use --amplitude unit or check the prepared data")
+    return mean, std
+
+
 @torch.no_grad()
-def validation_loss(model: CVAE, loader, condition: str, device, amp) -> dict[str, float]:
+def validation_loss(model: CVAE, loader, condition: str, device, amp, kl_weight: float = 1.0,
+                    rec_weight: float = 1.0) -> dict[str, float]:
     """Mean loss terms over a loader in inference mode (batch-norm statistics), noise from a private generator."""
     was_training = model.training
     model.eval()
@@ -162,8 +190,9 @@ def validation_loss(model: CVAE, loader, condition: str, device, amp) -> dict[st
         x, y, d = x.to(device), y.to(device), d.to(device)
         c = build_condition(condition, d, y)
         with amp:
-            recon, mu, logvar = model(x, c, generator=gen)
-        total, kl, mse = cvae_loss(x, recon.float(), mu.float(), logvar.float())
+            recon, mu, logvar = model(model.to_model(x), c, generator=gen)
+        total, kl, mse = cvae_loss(model.to_model(x), recon.float(), mu.float(), logvar.float(), kl_weight=kl_weight,
+                                   rec_weight=rec_weight)
         sums += torch.stack([total, kl, mse]).double() * x.shape[0]
         n += x.shape[0]
     model.train(was_training)
@@ -206,6 +235,12 @@ def main(args: argparse.Namespace) -> int:
     seed_everything(args.seed + info.rank)
 
     core = CVAE(cfg).to(device)
+    if resume is None and cfg.amplitude == "standard":
+        mean, std = lead_statistics(train_ds)
+        core.set_data_stats(mean, std)
+        if info.is_main:
+            logger.info("amplitude standard: per-lead mean %s, std %s of the [0, 1] training ECGs",
+                        np.round(mean, 4).tolist(), np.round(std, 4).tolist())
     opt = torch.optim.Adam(core.parameters(), lr=args.learning_rate, betas=(args.beta1, args.beta2), eps=args.adam_eps)
     epoch0, batch0, step, prev_seconds = 0, 0, 0, 0.0
     if resume is not None:
@@ -270,90 +305,58 @@ def main(args: argparse.Namespace) -> int:
             "train_seconds": train_seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt" if periodic else None)
 
-    keys = ("loss", "kl", "mse")
-    stop_reason = None
-    core.train()
-    if args.max_steps and step >= args.max_steps:
-        stop_reason = "max_steps"
-    elif clock.over_at_start():
-        stop_reason = "time budget"
-    for epoch in range(epoch0, args.epochs):
-        if stop_reason:
-            break
-        skip = batch0 if epoch == epoch0 else 0
-        sampler.set_epoch(epoch, skip)
-        sums = torch.zeros(len(keys), device=device, dtype=torch.float64)
-        bad = torch.zeros((), device=device, dtype=torch.bool)
-        nb, t0, batch_in_epoch = 0, time.time(), skip
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main, leave=False,
-                   total=steps_per_epoch, initial=skip)
-        for x, y, d in bar:
-            x = x.to(device, non_blocking=True)
-            c = build_condition(args.condition, d.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            with amp:
-                recon, mu, logvar = model(x, c)
-            total, kl, mse = cvae_loss(x, recon.float(), mu.float(), logvar.float(), kl_weight=args.kl_weight)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            step += 1
-            batch_in_epoch += 1
-            nb += 1
-            sums += torch.stack([total.detach(), kl.detach(), mse.detach()]).double()
-            bad |= ~torch.isfinite(total.detach())
-            if monitor is not None and step % args.quality_every == 0:
-                quality()
-            last_step = bool(args.max_steps) and step >= args.max_steps
-            if step % args.log_every == 0 or last_step:
-                nonfinite, over = any_rank([bad, clock.over()], info.distributed, device)
-                if nonfinite:
-                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-                if info.is_main:
-                    avg = (sums / nb).tolist()
-                    bar.set_postfix(loss=f"{avg[0]:.4f}", kl=f"{avg[1]:.3f}", mse=f"{avg[2]:.5f}")
-                    for k, v in zip(keys, avg):
-                        writer.add_scalar(f"train/{k}_avg", v, step)
-                    writer.add_scalar("train/hours", train_seconds() / 3600, step)
-                if over:
-                    stop_reason = "time budget"
-                if last_step:
-                    stop_reason = stop_reason or "max_steps"
-                if stop_reason:
-                    break
-        bar.close()
-        if nb == 0:
-            break
-        nonfinite, over = any_rank([bad, clock.over()], info.distributed, device)
-        if nonfinite:
-            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-        if over:
-            stop_reason = stop_reason or "time budget"
-        counts_t = torch.full((len(keys),), float(nb), device=device, dtype=torch.float64)
-        if info.distributed:
-            dist.all_reduce(sums)
-            counts_t = counts_t * info.world_size
-        avg = dict(zip(keys, (sums / counts_t).tolist()))
-        complete = batch_in_epoch >= steps_per_epoch
-        epoch_done = epoch + 1 if complete else epoch
-        elapsed = time.time() - t0
+    def train_step(batch) -> torch.Tensor:
+        x, y, d = batch
+        x = core.to_model(x.to(device, non_blocking=True))
+        c = build_condition(args.condition, d.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        with amp:
+            recon, mu, logvar = model(x, c)
+        total, kl, mse = cvae_loss(x, recon.float(), mu.float(), logvar.float(), kl_weight=args.kl_weight,
+                                   rec_weight=args.rec_weight)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return torch.stack([total.detach(), kl.detach(), mse.detach()])
+
+    def on_step(at: int) -> None:
+        nonlocal step
+        step = at
+        if monitor is not None and at % args.quality_every == 0:
+            quality()
+
+    def on_epoch(summary: EpochSummary) -> None:
+        avg, epoch = summary.means, summary.epoch
         if info.is_main:
-            val = validation_loss(core, val_loader, args.condition, device, amp) if val_loader is not None else {}
+            val = validation_loss(core, val_loader, args.condition, device, amp, args.kl_weight,
+                                  args.rec_weight) if val_loader is not None else {}
             val_txt = f"; val loss {val['loss']:.4f} KL {val['kl']:.3f} MSE {val['mse']:.5f}" if val else ""
             logger.info("epoch %d%s step %d: loss %.4f KL %.3f MSE %.5f%s (%.1f s, %.2f steps/s; %.3f h trained)",
-                        epoch + 1, "" if complete else f" (stopped after {batch_in_epoch}/{steps_per_epoch} batches)",
-                        step, avg["loss"], avg["kl"], avg["mse"], val_txt, elapsed, nb / max(elapsed, 1e-9),
-                        train_seconds() / 3600)
+                        epoch + 1, "" if summary.complete else
+                        f" (stopped after {summary.batch_in_epoch}/{steps_per_epoch} batches)",
+                        step, avg["loss"], avg["kl"], avg["mse"], val_txt, summary.seconds,
+                        summary.batches / max(summary.seconds, 1e-9), train_seconds() / 3600)
             for k, v in avg.items():
                 writer.add_scalar(f"epoch/{k}", v, epoch + 1)
             for k, v in val.items():
                 writer.add_scalar(f"val/{k}", v, epoch + 1)
-            if args.sample_every and complete and ((epoch + 1) % args.sample_every == 0 or epoch + 1 == args.epochs):
+            if args.sample_every and summary.complete and ((epoch + 1) % args.sample_every == 0
+                                                           or epoch + 1 == args.epochs):
                 _sample_figures(core, writer, step, device, train_ds.bounds, class_names, args.condition, stats,
                                 args.seed)
-        save(epoch_done, 0 if complete else batch_in_epoch,
-             periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
+        done = summary.epoch_done
+        save(done, 0 if summary.complete else summary.batch_in_epoch,
+             periodic=summary.complete and bool(args.save_every) and done % args.save_every == 0)
         if info.is_main:
             writer.flush()
+
+    core.train()
+    state = LoopState(epoch0, batch0, step)
+    limits = LoopLimits(steps_per_epoch, args.log_every, args.max_steps, args.epochs)
+    stop_reason, nonfinite = run_epochs(train_loader, sampler, train_step, ("loss", "kl", "mse"), state, limits,
+                                        clock, info, device, writer, on_step=on_step, on_epoch=on_epoch)
+    step = state.step
+    if nonfinite:
+        return nan_exit(logger, writer, step, state.epoch, ckpt_path, info)
     if monitor is not None and step != quality_step:
         quality()
     if info.is_main:

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data import DATASETS
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.loop import EpochSummary, LoopLimits, LoopState, run_epochs
 from nvae_ecg.monitor import add_quality_args, run_monitor
-from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
+from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, autocast, check_run_folder,
                           count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
                           save_checkpoint, seed_everything, setup_run_dir, teardown)
 from sssd_ecg.config import AMPLITUDES, CONFIGS, SSSDConfig, get_config
@@ -250,94 +248,47 @@ def main(args: argparse.Namespace) -> int:
             "train_seconds": train_seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"step_{step:07d}.pt" if periodic else None)
 
-    stop_reason = None
-    if args.max_steps and step >= args.max_steps:
-        stop_reason = "max_steps"
-    elif args.epochs and epoch0 >= args.epochs:
-        stop_reason = "epochs"
-    elif clock.over_at_start():
-        stop_reason = "time budget"
-    model.train()
-    epoch = epoch0
-    while not stop_reason:
-        skip = batch0 if epoch == epoch0 else 0
-        sampler.set_epoch(epoch, skip)
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        window = torch.zeros((), device=device, dtype=torch.float64)
-        bad = torch.zeros((), device=device, dtype=torch.bool)
-        nb, nw, t0, batch_in_epoch = 0, 0, time.time(), skip
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not info.is_main, leave=False, total=steps_per_epoch,
-                   initial=skip)
-        for x, y in bar:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with amp:
-                loss = diffusion.loss(model, x, y, call=call)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            batch_in_epoch += 1
-            nb += 1
-            nw += 1
-            d = loss.detach().double()
-            total += d
-            window += d
-            bad |= ~torch.isfinite(d)
-            if monitor is not None and step % args.quality_every == 0:
-                quality()
-            if info.is_main and args.sample_every and step % args.sample_every == 0:
-                model.eval()
-                _sample_figures(model, diffusion, writer, step, device, train_ds.bounds, class_names, args.seed)
-                model.train()
-            last_step = bool(args.max_steps) and step >= args.max_steps
-            if step % args.log_every == 0 or last_step:
-                nonfinite, over = any_rank([bad, clock.over()], info.distributed, device)
-                if nonfinite:
-                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-                if info.is_main:
-                    avg = float(window) / max(nw, 1)
-                    bar.set_postfix(loss=f"{avg:.4f}")
-                    writer.add_scalar("train/loss_avg", avg, step)
-                    writer.add_scalar("train/hours", train_seconds() / 3600, step)
-                window.zero_()
-                nw = 0
-                if over:
-                    stop_reason = "time budget"
-                if last_step:
-                    stop_reason = stop_reason or "max_steps"
-            if args.save_every and step % args.save_every == 0 and not stop_reason:
-                if any_rank([bad], info.distributed, device)[0]:
-                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-                save(epoch, batch_in_epoch, periodic=True)
-            if stop_reason:
-                break
-        bar.close()
-        if nb == 0:
-            break
-        nonfinite, over = any_rank([bad, clock.over()], info.distributed, device)
-        if nonfinite:
-            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-        if over:
-            stop_reason = stop_reason or "time budget"
-        if info.distributed:
-            dist.all_reduce(total)
-        avg = float(total) / (nb * info.world_size)
-        complete = batch_in_epoch >= steps_per_epoch
-        epoch_done = epoch + 1 if complete else epoch
-        elapsed = time.time() - t0
+    def train_step(batch) -> torch.Tensor:
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        with amp:
+            loss = diffusion.loss(model, x, y, call=call)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach().reshape(1)
+
+    def on_step(at: int) -> None:
+        nonlocal step
+        step = at
+        if monitor is not None and at % args.quality_every == 0:
+            quality()
+        if info.is_main and args.sample_every and at % args.sample_every == 0:
+            model.eval()
+            _sample_figures(model, diffusion, writer, at, device, train_ds.bounds, class_names, args.seed)
+            model.train()
+
+    def on_epoch(summary: EpochSummary) -> None:
         if info.is_main:
-            logger.info("epoch %d%s step %d: loss %.5f (%.1f s, %.2f steps/s, %.1f ECG/s; %.3f h trained)", epoch + 1,
-                        "" if complete else f" (stopped after {batch_in_epoch}/{steps_per_epoch} batches)", step,
-                        avg, elapsed, nb / max(elapsed, 1e-9), nb * args.batch_size * info.world_size
-                        / max(elapsed, 1e-9), train_seconds() / 3600)
-            writer.add_scalar("epoch/loss", avg, epoch + 1)
-        save(epoch_done, 0 if complete else batch_in_epoch, periodic=False)
+            logger.info("epoch %d%s step %d: loss %.5f (%.1f s, %.2f steps/s, %.1f ECG/s; %.3f h trained)",
+                        summary.epoch + 1, "" if summary.complete else
+                        f" (stopped after {summary.batch_in_epoch}/{steps_per_epoch} batches)", step,
+                        summary.means["loss"], summary.seconds, summary.batches / max(summary.seconds, 1e-9),
+                        summary.batches * args.batch_size * info.world_size / max(summary.seconds, 1e-9),
+                        train_seconds() / 3600)
+            writer.add_scalar("epoch/loss", summary.means["loss"], summary.epoch + 1)
+        save(summary.epoch_done, 0 if summary.complete else summary.batch_in_epoch, periodic=False)
         if info.is_main:
             writer.flush()
-        epoch = epoch_done
-        if args.epochs and epoch >= args.epochs:
-            stop_reason = stop_reason or "epochs"
+
+    model.train()
+    state = LoopState(epoch0, batch0, step)
+    limits = LoopLimits(steps_per_epoch, args.log_every, args.max_steps, args.epochs, args.save_every)
+    stop_reason, nonfinite = run_epochs(
+        loader, sampler, train_step, ("loss",), state, limits, clock, info, device, writer, on_step=on_step,
+        on_epoch=on_epoch, save_step=lambda st: save(st.epoch, st.batch_in_epoch, periodic=True))
+    step = state.step
+    if nonfinite:
+        return nan_exit(logger, writer, step, state.epoch, ckpt_path, info)
     if monitor is not None and step != quality_step:
         model.eval()
         quality()  # the final model
