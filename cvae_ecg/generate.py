@@ -1,6 +1,6 @@
 """Generate 12-lead ECGs with a trained CVAE (cvae_ecg.train) for given or realistic demographics.
 
-Mirrors ``pulse2pulse.generate`` through the shared driver :mod:`nvae_ecg.generation`: the network is rebuilt from
+Mirrors ``pulse2pulse.generate`` through the shared driver :mod:`nvae_ecg.sampler_driver`: the network is rebuilt from
 the checkpoint's configuration, the plan of label combinations and counts comes from the training split
 (``--task_type imbalance|addition``) or from ``--labels``/``--count``, z ~ N(0, I) (times ``--temperature``) is
 decoded under the condition, and the [0, 1] output is mapped to mV with the checkpoint's bounds and expanded to 12
@@ -8,7 +8,7 @@ leads. The demographics of each ECG are drawn from the training split jointly wi
 (:class:`nvae_ecg.demographics.DemographicPool`, the default) or fixed with ``--age 70 --sex F`` (either alone
 fixes that one and draws the other); the age z-score uses the training statistics stored in the checkpoint. The
 requested age and sex of every ECG are stored beside the samples in ``conditions.npy``, written into the same
-atomic folder by the shared driver (:class:`nvae_ecg.generation.DemographicTargets`); a model trained with
+atomic folder by the shared driver (:class:`nvae_ecg.sampler_driver.DemographicTargets`); a model trained with
 ``--condition classes`` refuses ``--age``/``--sex`` and writes no conditions file. Output: the generated-sample
 format with ``meta.json`` generator ``cvae_ecg`` (or WFDB records with ``--format wfdb``).
 
@@ -32,13 +32,13 @@ from cvae_ecg.model import CVAE
 from cvae_ecg.train import CHECKPOINT_KIND, GENERATOR
 from nvae_ecg.classes import resolve_classes
 from nvae_ecg.demographics import add_demographic_args
-from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
-                                 demographic_targets, demographics_meta, write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
+from nvae_ecg.sampler_driver import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                     demographic_targets, demographics_meta, write_generated)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line flags (the shared sampler flags of nvae_ecg.generation, --age/--sex, --temperature)."""
+    """Command-line flags (the shared sampler flags of nvae_ecg.sampler_driver, --age/--sex, --temperature)."""
     p = argparse.ArgumentParser(description="Generate ECGs with a trained CVAE (Sang et al. 2022 port).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)

@@ -5,7 +5,9 @@ infarction, left axis deviation, left ventricular hypertrophy, atrial fibrillati
 sinus tachycardia, first-degree AV block, sinus bradycardia and T-wave abnormality.
 This module is the single source of that list and its order: labels on disk, the
 models' class embeddings and checkpoints all use it (the authors' code mixed an
-8-class and a 9-class list, which broke its sampler).
+8-class and a 9-class list, which broke its sampler). A model trained on a subset of the classes
+has its own label columns; :func:`to_model_columns` and :func:`to_paper_columns` are the one mapping
+between them and the 9 paper columns.
 
 Example::
 
@@ -80,6 +82,33 @@ def resolve_classes(spec: str | Sequence[str] | None) -> list[int]:
     if len(set(idx)) != len(idx):
         raise ValueError(f"class list {list(spec)} names a class twice")
     return idx
+
+
+def to_model_columns(labels9, class_cols: Sequence[int]):
+    """Labels over the 9 paper columns, shape (..., 9), restricted to a model's class columns (..., K).
+
+    ``class_cols`` is the model's :func:`resolve_classes` list (a checkpoint's ``classes``); column j of the result is
+    paper column ``class_cols[j]``. The dtype is kept. The inverse is :func:`to_paper_columns`.
+    """
+    import numpy as np
+
+    return np.asarray(labels9)[..., list(class_cols)]
+
+
+def to_paper_columns(labels, class_cols: Sequence[int]):
+    """Labels over a model's class columns, shape (..., K), placed back on the 9 paper columns (..., 9).
+
+    Column j goes to paper column ``class_cols[j]``; the classes the model lacks are 0. The dtype is kept.
+    """
+    import numpy as np
+
+    y = np.asarray(labels)
+    cols = list(class_cols)
+    if y.shape[-1:] != (len(cols),):
+        raise ValueError(f"labels of shape {y.shape} for {len(cols)} class columns")
+    out = np.zeros(y.shape[:-1] + (NUM_CLASSES,), dtype=y.dtype)
+    out[..., cols] = y
+    return out
 
 
 def codes_to_multihot(codes: Iterable[str]):

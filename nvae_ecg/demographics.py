@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from nvae_ecg.classes import to_model_columns
 from nvae_ecg.io import atomic_write_json
 
 #: Entries of the condition vector, in order.
@@ -241,7 +242,7 @@ class DemographicPool:
         """Pool of records.csv rows with their (N, 9) labels, restricted to ``class_cols`` (a model's classes)."""
         labels = np.asarray(labels)
         if class_cols is not None:
-            labels = labels[:, list(class_cols)]
+            labels = to_model_columns(labels, class_cols)
         return cls(*record_demographics(records), labels)
 
     @classmethod

@@ -11,7 +11,7 @@ Samples are drawn in the [0, 1] space of the 8 independent leads, mapped back to
 with the normalisation bounds stored in the checkpoint and expanded to 12 leads with
 the lead algebra, so the limb-lead identities hold exactly. Output is the
 generated-sample format of :mod:`nvae_ecg.samples` (or WFDB records with
-``--format wfdb``); the shared driver is :mod:`nvae_ecg.generation`.
+``--format wfdb``); the shared driver is :mod:`nvae_ecg.sampler_driver`.
 
 Two sampling protocols. ``--protocol plain`` (the default here): one temperature
 (``--temperature``, 1.0, or one per combination from ``--temperature_range``) and the
@@ -47,14 +47,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nvae_ecg.classes import NUM_CLASSES, resolve_classes
+from nvae_ecg.classes import NUM_CLASSES, resolve_classes, to_model_columns
 from nvae_ecg.config import ModelConfig
 from nvae_ecg.counts import PlanItem, plan_to_labels
 from nvae_ecg.demographics import add_demographic_args
-from nvae_ecg.generation import (DemographicTargets, Output, PlanRequest, add_common_args, bounds_from_checkpoint,
-                                 build_plan, demographic_targets, demographics_meta, write_generated)
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.run import load_checkpoint, load_plain, resolve_device
+from nvae_ecg.sampler_driver import (DemographicTargets, Output, PlanRequest, add_common_args, bounds_from_checkpoint,
+                                     build_plan, demographic_targets, demographics_meta, write_generated)
 
 #: Generator name written to meta.json per model representation (the benchmarks group generated sets by it).
 GENERATOR_NAMES = {"signal": "cnvae", "stft": "nvae2d"}
@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
             # The authors rebuild the model from the checkpoint for every combination: each one starts from the
             # trained statistics, not from the previous combination's.
             load_batchnorm_state(model, trained_bn)
-            readjust_bn_combination(model, np.asarray(item.labels)[list(class_cols)], args.num_iters, bn_batch, t,
+            readjust_bn_combination(model, to_model_columns(item.labels, class_cols), args.num_iters, bn_batch, t,
                                     device, targets)
     else:
         args.temperature = 1.0 if args.temperature is None else args.temperature
@@ -238,8 +238,8 @@ def main(args: argparse.Namespace) -> int:
         if args.readjust_bn:
             bn_batch = args.bn_batch_size or args.batch_size
             if plan:
-                readjust_bn(model, plan_to_labels(plan, NUM_CLASSES)[:, class_cols], args.num_iters, bn_batch,
-                            float(temps.mean()), device, rng, targets)
+                pool = to_model_columns(plan_to_labels(plan, NUM_CLASSES), class_cols)
+                readjust_bn(model, pool, args.num_iters, bn_batch, float(temps.mean()), device, rng, targets)
     authors = args.protocol == "authors"
     meta = {"generator": name, "representation": model.cfg.representation, "task_type": args.task_type,
             "factor": args.factor, "checkpoint": str(args.checkpoint), "protocol": args.protocol,

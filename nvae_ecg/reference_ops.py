@@ -3,8 +3,8 @@
 :func:`use_authors_structure` switches a cNVAE-ECG to per-layer weight normalisation, plain ``nn.BatchNorm`` +
 ``F.elu`` and :class:`AuthorsMixture8`, the 8-lead mixture likelihood computed the way the authors' port of NVAE's
 ``DiscMixLogistic`` computes it; with float64 and a per-parameter Adamax this is how the original code runs, the
-reference of the speed targets in BENCHMARKS.md. ``tests/test_bench.py`` checks that it computes the same loss and
-gradients.
+reference of the speed targets in BENCHMARKS.md. ``tests/test_throughput_bench.py`` checks that it computes the same
+loss and gradients.
 
 Example::
 
@@ -31,7 +31,7 @@ class AuthorsMixture8:
     unrolled as one multiply-add per coefficient followed by a concatenation, and PixelCNN++'s difference of two
     sigmoids with a mid-point-density fallback selected by ``torch.where`` (NVAE distributions.py
     DiscMixLogistic.log_prob). It exists so that the benchmark's ``original`` mode costs what the original costs;
-    ``tests/test_bench.py`` checks that it computes the same log-likelihood.
+    ``tests/test_throughput_bench.py`` checks that it computes the same log-likelihood.
     """
 
     def __init__(self, param: torch.Tensor, num_mix: int, num_bits: int = 8) -> None:

@@ -1,7 +1,7 @@
 """The run machinery every trainer shares: device, precision, seeds, processes, run folder, RNG and checkpoints.
 
 cNVAE-ECG (``nvae_ecg.train``), the GAN baselines (``pulse2pulse.train``), the XResNet classifier
-(``train_test.classifier``) and the samplers (``nvae_ecg.generation``) take from here, and only from here, what a
+(``train_test.classifier``) and the samplers (``nvae_ecg.sampler_driver``) take from here, and only from here, what a
 run needs around its loop: the device (:func:`resolve_device`, one error for a missing GPU), the autocast context
 (:func:`autocast`), seeding (:func:`seed_everything`), parameter counts, the torchrun process group
 (:func:`init_distributed`, :func:`rank0_decides`, :func:`any_rank`), the run folder (``args.json``, ``log.txt``

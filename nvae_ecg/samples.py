@@ -46,7 +46,10 @@ CONDITIONS_DTYPE = np.dtype([("age", "<f4"), ("sex", "<U1")])
 
 @dataclass
 class GeneratedSamples:
-    """A generated set as read from disk (signals memory-mapped)."""
+    """The arrays of a generated-sample folder as read from disk (signals memory-mapped), with its meta.json.
+
+    ``train_test.data.GeneratedFolder`` is the benchmarks' handle on such a folder (path, labels, meta; no signals).
+    """
 
     path: Path
     signals: np.ndarray

@@ -26,16 +26,16 @@ import sys
 import torch
 
 from nvae_ecg.classes import resolve_classes
-from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
-                                 write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
+from nvae_ecg.sampler_driver import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                     write_generated)
 from pulse2pulse.config import GANConfig
 from pulse2pulse.models import build_generator
 from pulse2pulse.train import CHECKPOINT_KIND
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line flags (the shared sampler flags of nvae_ecg.generation; GANs have no temperature)."""
+    """Command-line flags (the shared sampler flags of nvae_ecg.sampler_driver; GANs have no temperature)."""
     p = argparse.ArgumentParser(description="Generate ECGs with a trained WaveGAN* or Pulse2Pulse generator.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)

@@ -1,6 +1,6 @@
 """Generate conditional 12-lead ECGs from a trained SSSD-ECG checkpoint.
 
-Mirrors ``pulse2pulse.generate`` through the shared driver ``nvae_ecg.generation``: the denoiser is rebuilt from
+Mirrors ``pulse2pulse.generate`` through the shared driver ``nvae_ecg.sampler_driver``: the denoiser is rebuilt from
 the configuration in the checkpoint; how many ECGs of which label combination comes from the training split of
 the prepared data (``--task_type imbalance`` or ``addition``, paper Table I) or from ``--labels``/``--count``.
 Each batch runs the T = 200 ancestral DDPM steps (a progress bar over them with ``--progress``) with the S4
@@ -24,9 +24,9 @@ import sys
 import torch
 
 from nvae_ecg.classes import resolve_classes
-from nvae_ecg.generation import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
-                                 write_generated)
 from nvae_ecg.run import load_checkpoint, resolve_device
+from nvae_ecg.sampler_driver import (Output, PlanRequest, add_common_args, bounds_from_checkpoint, build_plan,
+                                     write_generated)
 from sssd_ecg.config import SSSDConfig
 from sssd_ecg.diffusion import Diffusion
 from sssd_ecg.model import build_model
@@ -34,7 +34,7 @@ from sssd_ecg.train import CHECKPOINT_KIND, GENERATOR, sampler_fn
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line flags (the shared sampler flags of nvae_ecg.generation; a diffusion has no temperature)."""
+    """Command-line flags (the shared sampler flags of nvae_ecg.sampler_driver; a diffusion has no temperature)."""
     p = argparse.ArgumentParser(description="Generate ECGs with a trained SSSD-ECG model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)

@@ -7,10 +7,10 @@ import torch
 from nvae_ecg import generate, train
 from nvae_ecg.classes import class_index
 from nvae_ecg.data.datasets import GeneratorDataset, load_prepared
-from nvae_ecg.generation import bounds_from_checkpoint
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.neural_operations import BN_MOMENTUM
+from nvae_ecg.sampler_driver import bounds_from_checkpoint
 from nvae_ecg.samples import read_samples
 
 

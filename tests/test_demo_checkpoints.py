@@ -16,7 +16,7 @@ import torch
 
 from nvae_ecg.ecg_stats import heart_rates
 from nvae_ecg.generate import load_model
-from nvae_ecg.generation import bounds_from_checkpoint
+from nvae_ecg.sampler_driver import bounds_from_checkpoint
 from nvae_ecg.leads import eight_to_twelve
 from nvae_ecg.run import load_checkpoint
 

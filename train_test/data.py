@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nvae_ecg.classes import CLASS_ABBREVS, class_index
+from nvae_ecg.classes import CLASS_ABBREVS, class_index, to_model_columns
 from nvae_ecg.counts import TASK_TYPES, PlanItem, addition_plan, imbalance_plan, plan_summary
 from nvae_ecg.data import DATASETS
 from nvae_ecg.data.datasets import load_prepared, select_indices
@@ -170,7 +170,7 @@ def real_source(prepared_dir, dataset: str, split: str, columns: Sequence[int], 
     rows = select_indices(prep, split, fraction=fraction, fraction_seed=fraction_seed)
     if not len(rows):
         raise ValueError(f"{Path(prepared_dir) / dataset}: the {split!r} split is empty; prepare more records")
-    return Source(Path(prepared_dir) / dataset / "signals.npy", rows, prep.labels[rows][:, list(columns)],
+    return Source(Path(prepared_dir) / dataset / "signals.npy", rows, to_model_columns(prep.labels[rows], columns),
                   name=f"{dataset}/{split}")
 
 
@@ -188,8 +188,13 @@ UNCONDITIONAL = "unconditional"
 
 
 @dataclass
-class GeneratedSet:
-    """One generated-sample folder, identified by the ``generator`` and ``task_type`` of its meta.json."""
+class GeneratedFolder:
+    """One generated-sample folder on disk, identified by the ``generator`` and ``task_type`` of its meta.json.
+
+    It holds the folder's path, labels and meta.json, not its signals: the benchmarks pick rows by label and read
+    them from :attr:`signals_path`. The arrays themselves, read from the folder, are
+    :class:`nvae_ecg.samples.GeneratedSamples`.
+    """
 
     generator: str
     task_type: str
@@ -204,7 +209,7 @@ class GeneratedSet:
         return self.path / "signals.npy"
 
 
-def open_generated(path, name: str | None = None) -> GeneratedSet:
+def open_generated(path, name: str | None = None) -> GeneratedFolder:
     """Read a generated-sample folder; ``name`` overrides the generator name of its meta.json."""
     s = read_samples(path)
     generator = name or s.meta.get("generator")
@@ -217,14 +222,14 @@ def open_generated(path, name: str | None = None) -> GeneratedSet:
     if task not in TASK_TYPES and not unconditional:
         raise ValueError(f"{Path(path) / 'meta.json'}: task_type {task!r} is not one of {TASK_TYPES}; "
                          f"regenerate the set with --task_type")
-    return GeneratedSet(str(generator), str(task), Path(path), np.asarray(s.labels), s.meta, int(s.signals.shape[2]))
+    return GeneratedFolder(str(generator), str(task), Path(path), np.asarray(s.labels), s.meta, int(s.signals.shape[2]))
 
 
-def discover_generated(specs: Sequence[str] = (), root=None) -> dict[tuple[str, str], GeneratedSet]:
+def discover_generated(specs: Sequence[str] = (), root=None) -> dict[tuple[str, str], GeneratedFolder]:
     """Generated sets keyed by (generator, task_type) from ``NAME=PATH``/``PATH`` specs and subfolders of ``root``."""
-    found: dict[tuple[str, str], GeneratedSet] = {}
+    found: dict[tuple[str, str], GeneratedFolder] = {}
 
-    def add(gs: GeneratedSet):
+    def add(gs: GeneratedFolder):
         key = (gs.generator, gs.task_type)
         if key in found:
             raise ValueError(f"two generated sets for generator {gs.generator!r}, task {gs.task_type!r}: "
@@ -264,7 +269,7 @@ def enrichment_plan(labels9: np.ndarray, task_type: str, proportion: float, targ
     raise ValueError(f"unknown task_type {task_type!r}; choose one of {TASK_TYPES}")
 
 
-def pick_generated(gs: GeneratedSet, plan: Sequence[PlanItem], seed: int = 0) -> np.ndarray:
+def pick_generated(gs: GeneratedFolder, plan: Sequence[PlanItem], seed: int = 0) -> np.ndarray:
     """Rows of a generated set fulfilling a plan: per combination, a prefix of a seeded permutation of its rows."""
     picked, missing = [], []
     gen_labels = gs.labels.astype(np.int64)
@@ -286,13 +291,14 @@ def pick_generated(gs: GeneratedSet, plan: Sequence[PlanItem], seed: int = 0) ->
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
-def generated_source(gs: GeneratedSet, plan: Sequence[PlanItem], target_columns: Sequence[int], seed: int = 0,
+def generated_source(gs: GeneratedFolder, plan: Sequence[PlanItem], target_columns: Sequence[int], seed: int = 0,
                      length: int | None = None) -> Source:
     """The generated rows picked for a plan, with their targets restricted to ``target_columns``."""
     if length is not None and gs.length != length:
         raise ValueError(f"{gs.path}: generated ECGs have {gs.length} samples, the real ones {length}")
     rows = pick_generated(gs, plan, seed)
-    return Source(gs.signals_path, rows, gs.labels[rows][:, list(target_columns)], name=f"{gs.generator}/{gs.task_type}")
+    return Source(gs.signals_path, rows, to_model_columns(gs.labels[rows], target_columns),
+                  name=f"{gs.generator}/{gs.task_type}")
 
 
 def add_generated_flags(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES, resolve_classes
+from nvae_ecg.classes import CLASS_ABBREVS, NUM_CLASSES, resolve_classes, to_model_columns
 from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.demographics import DemographicStats, records_conditions
 from nvae_ecg.leads import INDEPENDENT_IDX, LEADS12
@@ -139,7 +139,7 @@ class _PreparedDataset(Dataset):
         self.bounds = bounds
         self.indices = _select(labels, kept["split"].to_numpy(), split, self.classes, fraction, fraction_seed,
                                require_label)
-        self.labels = labels[self.indices][:, self.classes].astype(np.float32)
+        self.labels = to_model_columns(labels[self.indices], self.classes).astype(np.float32)
         self.records = kept.iloc[self.indices].reset_index(drop=True)
         self.n_samples = int(shape[2])
         self._signals = None

@@ -9,7 +9,7 @@ the NELBO of every step must agree to ``NELBO_RTOL``.
 
 Example::
 
-    pytest tests/test_bench.py -q
+    pytest tests/test_throughput_bench.py -q
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ import torch
 from tqdm import tqdm
 
 from nvae_ecg.data import DATASETS
-from nvae_ecg.classes import CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes
+from nvae_ecg.classes import (CLASS_ABBREVS, CLASS_CODES, NUM_CLASSES, resolve_classes, to_model_columns,
+                              to_paper_columns)
 from nvae_ecg.counts import PlanItem, generation_plan, plan_summary
 from nvae_ecg.data.bounds import Bounds
 from nvae_ecg.demographics import DemographicPool, DemographicStats, condition_matrix
@@ -217,13 +218,10 @@ def build_plan(request: PlanRequest, ckpt: dict, class_cols: Sequence[int]) -> l
 
         prepared = load_prepared(request.data_dir, request.dataset or ckpt.get("dataset", "ptb-xl"))
         idx = select_indices(prepared, "train", classes=list(class_cols))
-        sub = np.asarray(prepared.labels[idx])[:, list(class_cols)]
-        plan = []
-        for item in generation_plan(sub, request.task_type, request.factor):
-            row = [0] * NUM_CLASSES  # back from the model's columns to the 9 paper columns
-            for j, c in enumerate(class_cols):
-                row[c] = item.labels[j]
-            plan.append(PlanItem(tuple(row), item.count))
+        sub = to_model_columns(prepared.labels[idx], class_cols)
+        # back from the model's columns to the 9 paper columns
+        plan = [PlanItem(tuple(int(v) for v in to_paper_columns(item.labels, class_cols)), item.count)
+                for item in generation_plan(sub, request.task_type, request.factor)]
     for item in plan:
         foreign = [CLASS_ABBREVS[c] for c in range(NUM_CLASSES) if item.labels[c] and c not in class_cols]
         if foreign:
@@ -251,7 +249,7 @@ def _batches(plan: Sequence[PlanItem], temps: Sequence[float], batch_size: int,
 def _draw(sample_fn, row9: np.ndarray, n: int, t: float, class_cols, bounds: Bounds, device: torch.device,
           targets: DemographicTargets | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(B, 12, L) mV ECGs of one batch and, with targets, their requested demographics (CONDITIONS_DTYPE)."""
-    rows = np.tile(row9[list(class_cols)], (n, 1))
+    rows = np.tile(to_model_columns(row9, class_cols), (n, 1))
     y = torch.as_tensor(rows, dtype=torch.float32, device=device)
     if targets is None:
         x01, conditions = sample_fn(y, t), None
