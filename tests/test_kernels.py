@@ -112,7 +112,9 @@ def test_switched_off_model_runs_no_fast_path_and_computes_the_same_step(monkeyp
     assert grads.keys() == p_grads.keys() and len(grads) > 0
     for k in grads:
         scale = float(p_grads[k].abs().max())
-        torch.testing.assert_close(grads[k], p_grads[k], rtol=1e-3, atol=1e-4 * scale + 1e-7, msg=k)
+        # A floor of 1e-6: near-zero bias gradients (e.g. 6e-10) differ by float32 rounding (1e-7) with 2 threads.
+        torch.testing.assert_close(grads[k], p_grads[k], rtol=1e-3, atol=1e-4 * scale + 1e-6,
+                                   msg=lambda m: f"{k}: {m}")
     assert buffers.keys() == p_buffers.keys()
     for k in buffers:
         if buffers[k].dtype.is_floating_point:
