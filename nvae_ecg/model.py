@@ -46,6 +46,10 @@ a learned ``Linear(4, C_top)``, is broadcast over the top grid and summed into `
 and the encoder stem (through the same pooling + 1x1 conv) exactly where the class code does. With
 ``demographics`` alone the per-class table is replaced by one learned unconditional map (NVAE's ``prior_ftr0``).
 
+Why one file above 500 lines: the model is one object whose towers share their bookkeeping (scales, groups,
+the per-group prior/posterior combiners, padding and cropping); split, each piece would need the others' indices.
+NVAE's own ``model.py`` keeps the same in one file.
+
 Example::
 
     python -c "import torch; from nvae_ecg.config import get_config; from nvae_ecg.model import AutoEncoder; from nvae_ecg.run import count_parameters; m = AutoEncoder(get_config('tiny', length=500)); print(count_parameters(m), m.sample(torch.eye(9)[:2]).shape)"

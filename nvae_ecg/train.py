@@ -20,9 +20,9 @@ training split, stored in the checkpoint as ``demographics`` next to ``bounds``)
 ``(x, y, c)`` and the figures and quality monitor sample at the training-mean age, sexes alternating M/F.
 
 Why one file above 500 lines: the flags (about 120 lines, one per hyper-parameter of the authors' command line,
-with their spellings as hidden aliases) and ``main``, the training loop in the order of NVAE's ``train.py``; the
-machinery every trainer shares (run folder, DDP, checkpoints, NaN guard, budget) is :mod:`nvae_ecg.run` and the
-loss :func:`nvae_ecg.objectives.compute_loss`.
+with their spellings as hidden aliases) and ``main``, the training step and epoch end in the order of NVAE's
+``train.py``; the machinery every trainer shares is :mod:`nvae_ecg.run` (run folder, DDP, checkpoints) and
+:mod:`nvae_ecg.loop` (the epoch loop, NaN guard, budget), the loss :func:`nvae_ecg.objectives.compute_loss`.
 
 Example::
 
@@ -38,16 +38,13 @@ import argparse
 import math
 import os
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS, PAPER_CLASSES
@@ -57,14 +54,15 @@ from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.demographics import DemographicStats, condition_matrix, fit_stats_prepared
 from nvae_ecg.rhythm import fit_rhythm
 from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.loop import Accumulate, EpochSummary, LoopLimits, LoopState, run_epochs
 from nvae_ecg.model import AutoEncoder
 from nvae_ecg.monitor import add_quality_args, run_monitor
 from nvae_ecg.objectives import (compute_loss, kl_balancer_coeff, kl_coeff, log_iw, num_active_units,
                                  reconstruction_loss)
 from nvae_ecg.stft import fit_normalization
-from nvae_ecg.run import (ResumableSampler, TrainClock, any_nonfinite, any_rank, autocast, check_run_folder,
-                          count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
-                          save_checkpoint, seed_everything, setup_run_dir, teardown)
+from nvae_ecg.run import (ResumableSampler, TrainClock, autocast, check_run_folder, count_parameters,
+                          init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng, save_checkpoint,
+                          seed_everything, setup_run_dir, teardown)
 from nvae_ecg.utils import keep_freed_cpu_memory
 
 # Model flags take their defaults from the named configuration (--config) unless given.
@@ -481,7 +479,8 @@ def main(args: argparse.Namespace) -> int:
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common) if len(val_ds) else None
     # A step is one optimiser update over grad_accum_steps micro-batches; a trailing partial group is dropped.
     accum = args.grad_accum_steps
-    steps_per_epoch = sampler.batches_per_epoch() // accum
+    groups = Accumulate(train_loader, sampler, accum)
+    steps_per_epoch = groups.batches_per_epoch()
     if steps_per_epoch == 0:
         raise SystemExit(f"error: {len(train_ds)} training ECGs give fewer than --grad_accum_steps {accum} "
                          f"batches of --batch_size {args.batch_size}")
@@ -507,17 +506,19 @@ def main(args: argparse.Namespace) -> int:
                           detail=f" at t={args.quality_temperature:g}")
     quality_step = -1  # step of the last quality evaluation
     clock = TrainClock(prev_seconds, args.max_hours)
-    out_of_time = clock.over_at_start()
+    # The loop counts optimiser steps; the checkpoint's batch_in_epoch counts micro-batches.
+    state = LoopState(start_epoch, start_batch // accum, step)
+    latest = {}  # the last step's schedule and outputs, for the log-step scalars and the epoch line
 
     def quality() -> None:
         nonlocal quality_step
         core.eval()
         monitor(lambda y: core.sample(y.to(device, dtype), t=args.quality_temperature,
                                       demographics=monitor_demographics(y.shape[0], stats, device, dtype)),
-                writer, logger, step, device=device, title=f"t={args.quality_temperature:g}")
-        writer.add_scalar("quality/train_hours", clock.seconds() / 3600, step)
+                writer, logger, state.step, device=device, title=f"t={args.quality_temperature:g}")
+        writer.add_scalar("quality/train_hours", clock.seconds() / 3600, state.step)
         core.train()
-        quality_step = step
+        quality_step = state.step
 
     def save(epoch: int, batch_in_epoch: int, periodic: bool) -> None:
         """Checkpoint after ``epoch`` complete epochs and ``batch_in_epoch`` batches of the next (all ranks call it)."""
@@ -526,106 +527,72 @@ def main(args: argparse.Namespace) -> int:
             "scheduler": {"type": "warmup_cosine", "epochs": args.epochs, "percent_epochs": args.percent_epochs,
                           "learning_rate": args.learning_rate, "learning_rate_min": args.learning_rate_min,
                           "warmup_steps": args.warmup_steps, "optimizer": args.optimizer},
-            "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "scaler": scaler.state_dict(), "step": state.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "config": cfg.to_dict(), "args": vars(args), "classes": [CLASS_ABBREVS[i] for i in class_idx],
             "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
             "condition": cfg.condition, **({} if stats is None else {"demographics": stats.to_dict()}),
             "dataset": args.dataset, "train_seconds": clock.seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch:04d}.pt" if periodic else None)
 
-    model.train()
-    for epoch in range(start_epoch, args.epochs):
-        if (args.max_steps and step >= args.max_steps) or out_of_time:
-            break
-        skip = start_batch // accum if epoch == start_epoch else 0  # optimiser steps of this epoch already done
-        sampler.set_epoch(epoch, skip * accum)
-        sums = {k: torch.zeros((), device=device, dtype=torch.float64) for k in ("loss", "recon", "kl", "nelbo")}
-        nb, t0 = 0, time.time()
-        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=not info.is_main, leave=False)
-        batches = iter(train_loader)
-        for _ in range(skip, steps_per_epoch):
-            if (args.max_steps and step >= args.max_steps) or out_of_time:
-                break
-            lr = lr_at(step, epoch, learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
-                       epochs=args.epochs, percent_epochs=args.percent_epochs, steps_per_epoch=steps_per_epoch,
-                       warmup_steps=args.warmup_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            kl_w = kl_coeff(step, kl_anneal, kl_const, args.kl_const_coeff)
-            if args.weight_decay_norm_anneal:
-                wdn = math.exp((1 - kl_w) * math.log(args.weight_decay_norm_init) + kl_w * math.log(args.weight_decay_norm))
-            else:
-                wdn = args.weight_decay_norm
-            opt.zero_grad(set_to_none=True)
-            for micro in range(accum):
-                x, y, c = unpack_batch(next(batches), device, dtype)
-                # DDP all-reduces the gradients only on the last micro-batch of the group.
-                sync = nullcontext() if (micro == accum - 1 or not info.distributed) else model.no_sync()
-                with sync:
-                    with autocast(device, args.amp):
-                        loss, parts, out = compute_loss(model, x, y, kl_w, alpha_i, wdn, kl_balance=args.kl_balance,
-                                                         spectral_regularization=args.spectral_regularization,
-                                                         demographics=c)
-                    scaler.scale(loss / accum).backward()
-                # Device-side sums only: no host synchronisation inside the step (read every --log_every steps).
-                sums["loss"] += loss.detach().double() / accum
-                for k in ("recon", "kl", "nelbo"):
-                    sums[k] += parts[k].detach().double() / accum
-            apply_gradients(model, opt, scaler, args.grad_clip)
-            nb += 1
-            step += 1
-            bar.update(1)
-            if step % args.log_every == 0:
-                # A non-finite loss is caught here (one sync per --log_every steps) and, at the latest, before the
-                # epoch's checkpoint is written, so a diverged model never overwrites the last good checkpoint.
-                nonfinite, out_of_time = any_rank([~torch.isfinite(sums["loss"]), clock.over()], info.distributed,
-                                                  device)
-                if nonfinite:
-                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-                if out_of_time and info.is_main:
-                    logger.info("time budget of %g h used at step %d", args.max_hours, step)
-                if info.is_main:
-                    vals = {k: (v / nb).item() for k, v in sums.items()}
-                    bar.set_postfix(nelbo=f"{vals['nelbo']:.1f}", kl_w=f"{kl_w:.3f}")
-                    for k, v in vals.items():
-                        writer.add_scalar(f"train/{k}_avg", v, step)
-                    writer.add_scalar("train/lr", lr, step)
-                    writer.add_scalar("train/kl_coeff", kl_w, step)
-                    writer.add_scalar("train/bn_loss", parts["bn_loss"].item(), step)
-                    writer.add_scalar("kl/total_active", num_active_units(out.kl_diag), step)
-            if monitor is not None and step % args.quality_every == 0:
-                quality()
-        bar.close()
-        if nb == 0:
-            break
-        done = skip + nb  # optimiser steps of this epoch done so far
-        complete = done >= steps_per_epoch
-        if info.distributed:
-            for v in sums.values():
-                dist.all_reduce(v)
-            nb *= info.world_size
-        if any_nonfinite(sums["loss"], False):
-            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-        vals = {k: (v / nb).item() for k, v in sums.items()}
-        # A --max_steps stop inside the epoch leaves it incomplete: the checkpoint records the position in it.
-        epoch_done = epoch + 1 if complete else epoch
-        active = num_active_units(out.kl_diag)
+    def train_step(micro_batches) -> torch.Tensor:
+        lr = lr_at(state.step, state.epoch, learning_rate=args.learning_rate,
+                   learning_rate_min=args.learning_rate_min, epochs=args.epochs, percent_epochs=args.percent_epochs,
+                   steps_per_epoch=steps_per_epoch, warmup_steps=args.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        kl_w = kl_coeff(state.step, kl_anneal, kl_const, args.kl_const_coeff)
+        if args.weight_decay_norm_anneal:
+            wdn = math.exp((1 - kl_w) * math.log(args.weight_decay_norm_init) + kl_w * math.log(args.weight_decay_norm))
+        else:
+            wdn = args.weight_decay_norm
+        opt.zero_grad(set_to_none=True)
+        terms = torch.zeros(4, device=device, dtype=torch.float64)
+        for micro, batch in enumerate(micro_batches):
+            x, y, c = unpack_batch(batch, device, dtype)
+            # DDP all-reduces the gradients only on the last micro-batch of the group.
+            sync = nullcontext() if (micro == accum - 1 or not info.distributed) else model.no_sync()
+            with sync:
+                with autocast(device, args.amp):
+                    loss, parts, out = compute_loss(model, x, y, kl_w, alpha_i, wdn, kl_balance=args.kl_balance,
+                                                     spectral_regularization=args.spectral_regularization,
+                                                     demographics=c)
+                scaler.scale(loss / accum).backward()
+            terms += torch.stack([loss.detach(), parts["recon"].detach(), parts["kl"].detach(),
+                                  parts["nelbo"].detach()]).double() / accum
+        apply_gradients(model, opt, scaler, args.grad_clip)
+        latest.update(lr=lr, kl_w=kl_w, parts=parts, out=out)
+        return terms
+
+    def on_step(at: int) -> None:
+        if info.is_main and at % args.log_every == 0:
+            writer.add_scalar("train/lr", latest["lr"], at)
+            writer.add_scalar("train/kl_coeff", latest["kl_w"], at)
+            writer.add_scalar("train/bn_loss", latest["parts"]["bn_loss"].item(), at)
+            writer.add_scalar("kl/total_active", num_active_units(latest["out"].kl_diag), at)
+        if monitor is not None and at % args.quality_every == 0:
+            quality()
+
+    def on_epoch(summary: EpochSummary) -> None:
+        vals, epoch, epoch_done, step = summary.means, summary.epoch, summary.epoch_done, state.step
+        lr, kl_w = latest["lr"], latest["kl_w"]
+        active = num_active_units(latest["out"].kl_diag)
         if info.is_main:
+            if summary.stop == "time budget":
+                logger.info("time budget of %g h used at step %d", args.max_hours, step)
             n_per_point = cfg.num_input_channels * length
             logger.info("epoch %d%s step %d: loss %.2f nelbo %.2f (%.4f nats/point) recon %.2f kl %.2f active %d "
-                        "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch + 1,
-                        "" if complete else f" (stopped after {done}/{steps_per_epoch} steps)", step,
-                        vals["loss"], vals["nelbo"],
-                        vals["nelbo"] / n_per_point, vals["recon"], vals["kl"], active, lr, kl_w,
-                        time.time() - t0, nb * accum * args.batch_size / max(time.time() - t0, 1e-9))
+                        "lr %.2e kl_w %.4f (%.1f s, %.1f ECG/s)", epoch + 1, "" if summary.complete else
+                        f" (stopped after {summary.batch_in_epoch}/{steps_per_epoch} steps)", step,
+                        vals["loss"], vals["nelbo"], vals["nelbo"] / n_per_point, vals["recon"], vals["kl"], active,
+                        lr, kl_w, summary.seconds, summary.batches * info.world_size * accum * args.batch_size
+                        / max(summary.seconds, 1e-9))
             for k, v in vals.items():
                 writer.add_scalar(f"epoch/train_{k}", v, epoch + 1)
             writer.add_scalar("epoch/active_units", active, epoch + 1)
             writer.add_scalar("epoch/lr", lr, epoch + 1)
-            last = epoch_done == args.epochs or bool(args.max_steps and step >= args.max_steps) or out_of_time
-            if val_loader is not None and ((complete and epoch_done % args.eval_every == 0) or last):
-                periodic_iw = bool(args.iw_every) and complete and epoch_done % args.iw_every == 0
+            last = summary.stop is not None
+            if val_loader is not None and ((summary.complete and epoch_done % args.eval_every == 0) or last):
+                periodic_iw = bool(args.iw_every) and summary.complete and epoch_done % args.iw_every == 0
                 do_iw = args.iw_samples if (last or periodic_iw) else 0
                 # Evaluation draws its own seeded randomness so that it never shifts the training RNG
                 # stream (a resumed run must see exactly the same latent draws).
@@ -638,16 +605,23 @@ def main(args: argparse.Namespace) -> int:
                     writer.add_scalar("epoch/val_iw_nll", v_nll, epoch_done)
                     msg += f", val IW NLL (K={do_iw}) {v_nll:.2f}"
                 logger.info(msg)
-            if args.sample_every and ((complete and epoch_done % args.sample_every == 0) or last):
+            if args.sample_every and ((summary.complete and epoch_done % args.sample_every == 0) or last):
                 _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed, stats)
-        save(epoch_done, 0 if complete else done * accum,
-             periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
+        save(epoch_done, 0 if summary.complete else summary.batch_in_epoch * accum,
+             periodic=summary.complete and bool(args.save_every) and epoch_done % args.save_every == 0)
         if info.is_main:
             writer.flush()
-    if monitor is not None and step != quality_step:
+
+    model.train()
+    limits = LoopLimits(steps_per_epoch, args.log_every, args.max_steps, args.epochs)
+    _, nonfinite = run_epochs(groups, groups, train_step, ("loss", "recon", "kl", "nelbo"), state, limits, clock, info,
+                              device, writer, on_step=on_step, on_epoch=on_epoch)
+    if nonfinite:
+        return nan_exit(logger, writer, state.step, state.epoch, ckpt_path, info)
+    if monitor is not None and state.step != quality_step:
         quality()  # the final model
     if info.is_main:
-        logger.info("done: %d steps; checkpoint %s", step, ckpt_path)
+        logger.info("done: %d steps; checkpoint %s", state.step, ckpt_path)
         writer.close()
     teardown(info)
     return 0

@@ -25,22 +25,21 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nvae_ecg.data import DATASETS
 from nvae_ecg.classes import CLASS_ABBREVS
 from nvae_ecg.data.datasets import GeneratorDataset
 from nvae_ecg.leads import eight_to_twelve
+from nvae_ecg.loop import EpochSummary, LoopLimits, LoopState, run_epochs
 from nvae_ecg.monitor import add_quality_args, run_monitor
-from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, any_rank, autocast, check_run_folder,
+from nvae_ecg.run import (ResumableSampler, TrainClock, amp_dtype, autocast, check_run_folder,
                           count_parameters, init_distributed, load_checkpoint, nan_exit, open_writer, resume_rng,
                           save_checkpoint, seed_everything, setup_run_dir, teardown)
 from pulse2pulse.config import CONFIGS, COND_DISCRIMINATORS, MODELS, GANConfig, get_config
@@ -241,14 +240,15 @@ def main(args: argparse.Namespace) -> int:
 
     clock = TrainClock(prev_seconds, args.max_hours)
     train_seconds = clock.seconds
+    state = LoopState(epoch0, batch0, step)
 
     def quality() -> None:
         nonlocal quality_step
         g_core.eval()
-        monitor(lambda y: g_core.sample(y.to(device)), writer, logger, step, device=device, title=cfg.model)
+        monitor(lambda y: g_core.sample(y.to(device)), writer, logger, state.step, device=device, title=cfg.model)
         g_core.train()
-        writer.add_scalar("quality/train_hours", train_seconds() / 3600, step)
-        quality_step = step
+        writer.add_scalar("quality/train_hours", train_seconds() / 3600, state.step)
+        quality_step = state.step
 
     def save(epoch_done: int, batch_in_epoch: int, periodic: bool) -> None:
         save_checkpoint(lambda: {
@@ -257,114 +257,68 @@ def main(args: argparse.Namespace) -> int:
             "optimizer_d": opt_d.state_dict(), "config": cfg.to_dict(), "args": vars(args),
             "classes": class_names, "dataset": args.dataset,
             "bounds": {"lower": train_ds.bounds.lower.tolist(), "upper": train_ds.bounds.upper.tolist()},
-            "epoch": epoch_done, "batch_in_epoch": batch_in_epoch, "step": step, "g_step": g_step,
+            "epoch": epoch_done, "batch_in_epoch": batch_in_epoch, "step": state.step, "g_step": g_step,
             "train_seconds": train_seconds()}, ckpt_path, info,
             copy_to=save_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt" if periodic else None)
 
-    def should_stop(bad: torch.Tensor) -> tuple[bool, bool]:
-        """(non-finite loss seen, time budget used up), agreed over all processes; one host sync."""
-        nonfinite, over_t = any_rank([bad, clock.over()], info.distributed, device)
-        return nonfinite, over_t
-
     keys = ("d_loss", "wasserstein", "gp", "d_real", "d_fake", "g_loss")
-    stop_reason = None
-    g_core.train()
-    d_core.train()
-    if args.max_steps and step >= args.max_steps:
-        stop_reason = "max_steps"
-    elif clock.over_at_start():
-        stop_reason = "time budget"
-    for epoch in range(epoch0, args.epochs):
-        if stop_reason:
-            break
-        skip = batch0 if epoch == epoch0 else 0
-        sampler.set_epoch(epoch, skip)
-        sums = torch.zeros(len(keys), device=device, dtype=torch.float64)
-        bad = torch.zeros((), device=device, dtype=torch.bool)
-        nb, ng, t0, batch_in_epoch = 0, 0, time.time(), skip
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not info.is_main, leave=False,
-                   total=steps_per_epoch, initial=skip)
-        for x, y in bar:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            y_d = y if use_y_in_d else None
-            # A critic update, plus a generator update every n_critic critic steps (global count: the fork counted
-            # per epoch); the fake batch carries the real batch's labels, as in the fork.
-            g_update = (step + 1) % args.n_critic == 0
-            parts, g_loss = train_step(g_core, d_core, opt_g, opt_d, x, y, y_d, args.gp_weight, amp, g_update,
-                                       generator_call=g_model, critic_call=d_model)
-            step += 1
-            batch_in_epoch += 1
-            nb += 1
-            vals = [parts["loss"], parts["wasserstein"], parts["gp"], parts["d_real"], parts["d_fake"]]
-            if g_loss is not None:
-                g_step += 1
-                ng += 1
-                sums[len(keys) - 1] += g_loss.detach().double()
-                bad |= ~torch.isfinite(g_loss.detach())
-            sums[:len(keys) - 1] += torch.stack([v.detach().double() for v in vals])
-            bad |= ~torch.isfinite(parts["loss"].detach())
-            if monitor is not None and step % args.quality_every == 0:
-                quality()
-            last_step = bool(args.max_steps) and step >= args.max_steps
-            if step % args.log_every == 0 or last_step:
-                nonfinite, over = should_stop(bad)
-                if nonfinite:
-                    return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-                if info.is_main:
-                    avg = (sums / torch.tensor([nb] * (len(keys) - 1) + [max(ng, 1)], device=device)).tolist()
-                    if ng == 0:
-                        avg[-1] = float("nan")  # no generator step yet in this epoch
-                    bar.set_postfix(W=f"{avg[1]:.3f}", gp=f"{avg[2]:.3f}", g=f"{avg[5]:.3f}")
-                    for k, v in zip(keys, avg):
-                        if not (k == "g_loss" and ng == 0):
-                            writer.add_scalar(f"train/{k}_avg", v, step)
-                    writer.add_scalar("train/hours", train_seconds() / 3600, step)
-                if over:
-                    stop_reason = "time budget"
-                if last_step:
-                    stop_reason = stop_reason or "max_steps"
-                if stop_reason:
-                    break
-        bar.close()
-        if nb == 0:
-            break
-        nonfinite, over = should_stop(bad)
-        if nonfinite:
-            return nan_exit(logger, writer, step, epoch, ckpt_path, info)
-        if over:
-            stop_reason = stop_reason or "time budget"
-        counts = torch.tensor([nb] * (len(keys) - 1) + [max(ng, 1)], device=device, dtype=torch.float64)
-        if info.distributed:
-            dist.all_reduce(sums)
-            counts = counts * info.world_size
-        avg = dict(zip(keys, (sums / counts).tolist()))
-        if ng == 0:
-            avg["g_loss"] = float("nan")  # no generator step in this (part of an) epoch
-        complete = batch_in_epoch >= steps_per_epoch
-        epoch_done = epoch + 1 if complete else epoch
-        elapsed = time.time() - t0
+    # g_loss comes from the generator updates only: a critic-only step does not count in its mean.
+    critic_only = torch.tensor([1.0] * (len(keys) - 1) + [0.0], device=device)
+    every_term = torch.ones(len(keys), device=device)
+
+    def train_critic_and_generator(batch) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal g_step
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        # A critic update, plus a generator update every n_critic critic steps (global count: the fork counted
+        # per epoch); the fake batch carries the real batch's labels, as in the fork.
+        g_update = (state.step + 1) % args.n_critic == 0
+        parts, g_loss = train_step(g_core, d_core, opt_g, opt_d, x, y, y if use_y_in_d else None, args.gp_weight,
+                                   amp, g_update, generator_call=g_model, critic_call=d_model)
+        terms = [parts[k].detach().double() for k in ("loss", "wasserstein", "gp", "d_real", "d_fake")]
+        if g_loss is None:
+            return torch.stack(terms + [torch.zeros_like(terms[0])]), critic_only
+        g_step += 1
+        return torch.stack(terms + [g_loss.detach().double()]), every_term
+
+    def on_step(at: int) -> None:
+        if monitor is not None and at % args.quality_every == 0:
+            quality()
+
+    def on_epoch(summary: EpochSummary) -> None:
+        avg, epoch = summary.means, summary.epoch
         if info.is_main:
             logger.info("epoch %d%s step %d (G %d): D loss %.4f W %.4f GP %.4f D(real) %.3f D(fake) %.3f G loss %.4f "
-                        "(%.1f s, %.2f steps/s, %.1f ECG/s; %.3f h trained)", epoch + 1,
-                        "" if complete else f" (stopped after {batch_in_epoch}/{steps_per_epoch} batches)", step,
+                        "(%.1f s, %.2f steps/s, %.1f ECG/s; %.3f h trained)", epoch + 1, "" if summary.complete else
+                        f" (stopped after {summary.batch_in_epoch}/{steps_per_epoch} batches)", state.step,
                         g_step, avg["d_loss"], avg["wasserstein"], avg["gp"], avg["d_real"], avg["d_fake"],
-                        avg["g_loss"], elapsed, nb / max(elapsed, 1e-9),
-                        nb * args.batch_size * info.world_size / max(elapsed, 1e-9), train_seconds() / 3600)
+                        avg["g_loss"], summary.seconds, summary.batches / max(summary.seconds, 1e-9),
+                        summary.batches * args.batch_size * info.world_size / max(summary.seconds, 1e-9),
+                        train_seconds() / 3600)
             for k, v in avg.items():
-                if not (k == "g_loss" and ng == 0):
+                if not math.isnan(v):  # NaN: no generator step in this (part of an) epoch
                     writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-            if args.sample_every and complete and ((epoch + 1) % args.sample_every == 0 or epoch + 1 == args.epochs):
-                _sample_figures(g_core, writer, step, device, train_ds.bounds, class_names, args.seed)
-        save(epoch_done, 0 if complete else batch_in_epoch,
-             periodic=complete and bool(args.save_every) and epoch_done % args.save_every == 0)
+            if args.sample_every and summary.complete and ((epoch + 1) % args.sample_every == 0
+                                                           or epoch + 1 == args.epochs):
+                _sample_figures(g_core, writer, state.step, device, train_ds.bounds, class_names, args.seed)
+        done = summary.epoch_done
+        save(done, 0 if summary.complete else summary.batch_in_epoch,
+             periodic=summary.complete and bool(args.save_every) and done % args.save_every == 0)
         if info.is_main:
             writer.flush()
-    if monitor is not None and step != quality_step:
+
+    g_core.train()
+    d_core.train()
+    limits = LoopLimits(steps_per_epoch, args.log_every, args.max_steps, args.epochs)
+    stop_reason, nonfinite = run_epochs(train_loader, sampler, train_critic_and_generator, keys, state, limits, clock,
+                                        info, device, writer, on_step=on_step, on_epoch=on_epoch,
+                                        checked=("d_loss", "g_loss"))
+    if nonfinite:
+        return nan_exit(logger, writer, state.step, state.epoch, ckpt_path, info)
+    if monitor is not None and state.step != quality_step:
         quality()  # the final generator
     if info.is_main:
         why = f" ({stop_reason})" if stop_reason else ""
-        logger.info("done%s: %d critic steps, %d generator steps, %.3f h; checkpoint %s", why, step, g_step,
+        logger.info("done%s: %d critic steps, %d generator steps, %.3f h; checkpoint %s", why, state.step, g_step,
                     train_seconds() / 3600, ckpt_path)
         writer.close()
     teardown(info)
