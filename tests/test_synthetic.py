@@ -296,3 +296,17 @@ def test_age_and_sex_change_voltage_and_qt_without_changing_the_rest_of_the_reco
     ratio = np.ptp(old_f.signal[lead_v5]) / np.ptp(young_m.signal[lead_v5])
     assert 0.6 < ratio < 0.85                                          # older women: lower voltage
     assert np.ptp(plain.signal[lead_v5]) != np.ptp(young_m.signal[lead_v5])
+
+
+def test_demographic_scale_multiplies_the_age_and_sex_trends():
+    from nvae_ecg.data.synthetic import simulate_ecg
+
+    def v5(age, sex, scale):
+        sim = simulate_ecg(("SR",), rng=np.random.default_rng(7), noise=False, age=age, sex=sex,
+                           demographic_scale=scale)
+        return sim.signal[LEADS12.index("V5")]
+
+    assert np.array_equal(v5(30, "Male", 0.0), v5(80, "Female", 0.0))   # scale 0: demographics have no effect
+    assert np.array_equal(v5(30, "Male", 0.0), v5(None, None, 1.0))
+    ratios = [np.ptp(v5(80, "Female", k)) / np.ptp(v5(30, "Male", k)) for k in (1.0, 2.0, 3.0)]
+    assert 0.6 < ratios[0] < 0.85 and ratios[0] > ratios[1] > ratios[2] > 0.1, ratios
