@@ -189,7 +189,46 @@ def test_report_demographic_rows_on_a_tiny_case(prepared_demo90, tmp_path):
     assert copies["sets_with_conditions"] == 1 and copies["n_age"] == np.isfinite(ages).sum()
     assert copies["age_mae"] is not None and copies["age_mae"] >= 0 and copies["age_mae_chance"] > 0
     assert plain["sets_with_conditions"] == 0 and "not conditioned" in plain["note"] and plain["age_mae"] is None
+    assert copies["age_mae_shuffled"] is not None and plain["age_corr_shuffled"] is None
     assert rep["predictor"]["arch"] == "tiny" and rep["predictor"]["n_train"] == 40
     json.dumps(rep, allow_nan=False)  # strict JSON for quality.json
     a = driver.parse_args(["--real", "r", "--generated", "g", "--out_dir", "o", "--no_demographics"])
     assert a.no_demographics and a.demographics_arch is None and a.demographics_epochs is None
+
+
+def test_label_only_control_shuffles_requests_within_label_sets():
+    from train_test.quality.demographics import fidelity_with_control, shuffle_within_labels
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.eye(9, dtype=np.float32)[[0, 4]], 50, axis=0)  # 50 SR, then 50 AF
+    age = np.concatenate([rng.uniform(20, 40, 50), rng.uniform(60, 90, 50)])
+    sex = np.array(["M", "F"] * 50)
+    sa, ss = shuffle_within_labels(age, sex, labels, np.random.default_rng(1))
+    for rows in (slice(0, 50), slice(50, 100)):  # each label set keeps its own ages and sexes, reordered
+        assert np.array_equal(np.sort(sa[rows]), np.sort(age[rows])) and not np.array_equal(sa[rows], age[rows])
+        assert sorted(ss[rows]) == sorted(sex[rows])
+    one_each = np.eye(100)  # every ECG its own label set: nothing to shuffle
+    assert np.array_equal(shuffle_within_labels(age, sex, one_each, np.random.default_rng(1))[0], age)
+    # A perfect predictor beats its control; the control keeps the between-class part of the correlation.
+    p_male = (sex == "M").astype(float)
+    row = fidelity_with_control(age, p_male, age, sex, labels, np.random.default_rng(2))
+    assert row["age_corr"] == pytest.approx(1.0) and row["sex_auroc"] == 1.0
+    assert 0.6 < row["age_corr_shuffled"] < 0.99 and 0.2 < row["sex_auroc_shuffled"] < 0.8
+    assert row["age_mae_shuffled"] > row["age_mae"] == 0.0
+    with pytest.raises(ValueError, match="one label row"):
+        shuffle_within_labels(age, sex, labels[:10], rng)
+
+
+def test_demographic_section_marks_scores_above_the_real_reference():
+    from train_test.quality.markdown import demographics_markdown
+
+    def row(name, kind, auroc, corr):
+        return {"name": name, "kind": kind, "sets": 1, "sets_with_conditions": 1, "n_age": 10.0, "n_sex": 10.0,
+                "sex_auroc": auroc, "sex_auroc_shuffled": 0.5, "age_mae": 9.0, "age_mae_shuffled": 12.0,
+                "age_mae_chance": 12.0, "age_corr": corr, "age_corr_shuffled": 0.0}
+    demo = {"predictor": {"arch": "tiny", "epochs": 1, "n_train": 10, "n_train_age": 10, "n_train_sex": 10},
+            "rows": [row("real", "reference", 0.6, 0.4), row("flat", "generator", 0.9, 0.45),
+                     row("none", "generator", None, None)]}
+    lines = {ln.split("|")[1].strip(): ln for ln in demographics_markdown(demo) if ln.startswith("| ")}
+    assert "0.9 (0.5) *above real*" in lines["flat"] and "0.45 (0) |" in lines["flat"]  # r within the margin
+    assert "above real" not in lines["real"] and "n/a (0.5) |" in lines["none"]

@@ -8,7 +8,9 @@ per lead with the real training statistics as in :mod:`train_test.classifier`), 
 set (against the age/sex it was asked for, ``conditions.npy`` of :mod:`nvae_ecg.samples`), and reports
 :func:`demographic_fidelity`: AUROC of the predicted male probability against the requested sex, MAE and Pearson
 correlation of the predicted against the requested age, and the chance MAE (always predicting the median requested
-age) that gives the MAE its scale. A generator without demographic conditioning gets :func:`unconditioned_row`.
+age) that gives the MAE its scale, each beside a label-only control (:func:`shuffle_within_labels`: the same
+predictions against the requests shuffled among ECGs with the same diagnoses, since age and sex go with the
+diagnoses). A generator without demographic conditioning gets :func:`unconditioned_row`.
 
 Example::
 
@@ -75,9 +77,41 @@ def demographic_fidelity(pred_age, p_male, age, sex) -> dict[str, float]:
             "n_sex": float(np.isin(s, ("M", "F")).sum()), "sex_auroc": sex_auroc(p_male, sex)}
 
 
+def shuffle_within_labels(age, sex, labels, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(age, sex) permuted among the ECGs with the same label vector: requests that keep only what the labels imply.
+
+    Age and sex go with the diagnoses (AF, MI and LVH patients are older), so a generator that ignores the
+    demographics but draws the right classes still scores above chance. Scoring the same predictions against these
+    shuffled requests gives that label-only level; a generator carries demographics when it beats it."""
+    a, s = np.asarray(age, dtype=np.float64).reshape(-1), np.asarray(sex, dtype=str).reshape(-1)
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or len(lab) != len(a) or len(s) != len(a):
+        raise ValueError(f"need one label row, age and sex per ECG, got {lab.shape}, {a.shape}, {s.shape}")
+    perm = np.arange(len(a))
+    _, group = np.unique(lab, axis=0, return_inverse=True)
+    for g in np.unique(group):
+        rows = np.flatnonzero(group.reshape(-1) == g)
+        perm[rows] = rows[rng.permutation(len(rows))]
+    return a[perm], s[perm]
+
+
+def fidelity_with_control(pred_age, p_male, age, sex, labels, rng: np.random.Generator) -> dict[str, float]:
+    """:func:`demographic_fidelity` plus ``*_shuffled`` keys: the same predictions against requests shuffled within
+    label sets (:func:`shuffle_within_labels`)."""
+    row = demographic_fidelity(pred_age, p_male, age, sex)
+    sa, ss = shuffle_within_labels(age, sex, labels, rng)
+    ctl = demographic_fidelity(pred_age, p_male, sa, ss)
+    return {**row, **{f"{k}_shuffled": ctl[k] for k in SHUFFLED_KEYS}}
+
+
+#: Keys of the label-only control (suffix ``_shuffled`` in a row).
+SHUFFLED_KEYS = ("age_mae", "age_corr", "sex_auroc")
+
+
 def unconditioned_row(generator: str) -> dict:
     """The row of a generator without demographic conditioning (no ``conditions.npy``): nothing to compare."""
-    return {**{k: math.nan for k in FIDELITY_KEYS}, "note": f"{generator} is not conditioned on age/sex"}
+    return {**{k: math.nan for k in FIDELITY_KEYS}, **{f"{k}_shuffled": math.nan for k in SHUFFLED_KEYS},
+            "note": f"{generator} is not conditioned on age/sex"}
 
 
 # ---- the predictor ---------------------------------------------------------------------------------------------------
@@ -195,18 +229,18 @@ def demographic_report(real_dir, dataset: str, generated: dict[str, list[str]], 
     def real(split: str, cap: int):
         split_rows = select_indices(prep, split)
         rows = split_rows[_subset(len(split_rows), cap, rng)]
-        return np.asarray(prep.signals[rows], dtype=np.float32), ages[rows], sexes[rows]
+        return np.asarray(prep.signals[rows], dtype=np.float32), ages[rows], sexes[rows], prep.labels[rows]
 
-    x_tr, a_tr, s_tr = real("train", max_train)
+    x_tr, a_tr, s_tr, _ = real("train", max_train)
     dm = train_demographic_model(x_tr, a_tr, s_tr, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                  weight_decay=weight_decay, seed=seed, device=device)
     del x_tr
-    x_te, a_te, s_te = real("test", max_eval)
+    x_te, a_te, s_te, y_te = real("test", max_eval)
     pa, pm = predict_demographics(dm, x_te, device=device)
     rows = [{"name": REFERENCE_ROW, "kind": "reference", "sets": 1, "sets_with_conditions": 1,
-             **demographic_fidelity(pa, pm, a_te, s_te)}]
+             **fidelity_with_control(pa, pm, a_te, s_te, y_te, rng)}]
     for gen, paths in generated.items():
-        preds, targets, with_c = [], [], 0
+        preds, targets, labels, with_c = [], [], [], 0
         for path in paths:
             s = read_samples(path)
             if s.conditions is None:
@@ -215,15 +249,16 @@ def demographic_report(real_dir, dataset: str, generated: dict[str, list[str]], 
             idx = _subset(len(s), max_eval, rng)
             preds.append(predict_demographics(dm, np.asarray(s.signals[idx], dtype=np.float32), device=device))
             targets.append(s.conditions[idx])
+            labels.append(np.asarray(s.labels[idx]))
         base = {"name": gen, "kind": "generator", "sets": len(paths), "sets_with_conditions": with_c}
         if not with_c:
             rows.append({**base, **unconditioned_row(gen)})
             continue
         c = np.concatenate(targets)
         ages_req = np.asarray(c["age"], dtype=np.float64)
-        rows.append({**base, **demographic_fidelity(np.concatenate([p[0] for p in preds]),
-                                                    np.concatenate([p[1] for p in preds]), ages_req,
-                                                    np.asarray(c["sex"], dtype=str))})
+        rows.append({**base, **fidelity_with_control(np.concatenate([p[0] for p in preds]),
+                                                     np.concatenate([p[1] for p in preds]), ages_req,
+                                                     np.asarray(c["sex"], dtype=str), np.concatenate(labels), rng)})
     return {"predictor": {"arch": arch, "epochs": int(epochs), "n_train": int(len(a_tr)),
                           "n_train_age": int(np.isfinite(a_tr).sum()),
                           "n_train_sex": int(np.isin(s_tr, ("M", "F")).sum()), "age_mean": dm.age_mean,
