@@ -389,6 +389,39 @@ def _sample_figures(core, writer, step, device, dtype, bounds, class_idx, seed, 
         plt.close(fig)
 
 
+def fit_data_statistics(core: AutoEncoder, train_ds, batch_size: int, num_workers: int, logger,
+                        progress: bool) -> None:
+    """Fit what a new model takes from the training split and saves with its weights: the 2-D variant's STFT
+    normalisation and the beat-phase map's per-class rhythm statistics."""
+    if core.spectrogram is not None:
+        # Own generator: fitting must not draw from the global RNG stream.
+        norm_loader = DataLoader(train_ds, batch_size=batch_size, num_workers=num_workers,
+                                 generator=torch.Generator())
+        n_fit = fit_normalization(core.spectrogram, norm_loader, total=len(norm_loader))
+        logger.info("STFT normalisation (per channel and frequency) fitted on %d training ECGs", n_fit)
+    if core.rhythm_model is not None:
+        fit_rhythm(core.rhythm_model, train_ds, progress=progress)
+        for name, row in core.rhythm_model.summary(train_ds.class_names).items():
+            logger.info("rhythm %-6s %4d records  median HR %5.1f bpm  R-R CV %.3f", name, row["records"],
+                        row["hr_bpm"], row["rr_cv"])
+
+
+def validate(core: AutoEncoder, val_loader, epoch_done: int, iw_samples: int, *, seed: int, device: torch.device,
+             dtype: torch.dtype, max_batches: int, amp: str, writer, logger) -> None:
+    """Validation NELBO (and the IW NLL with ``iw_samples`` > 0) after ``epoch_done`` epochs, logged and written."""
+    # Evaluation draws its own seeded randomness so that it never shifts the training RNG stream (a resumed run
+    # must see exactly the same latent draws).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed + 7919 * epoch_done)
+        v_nelbo, v_nll = evaluate(core, val_loader, device, dtype, iw_samples, max_batches, amp)
+    writer.add_scalar("epoch/val_nelbo", v_nelbo, epoch_done)
+    msg = f"epoch {epoch_done}: val nelbo {v_nelbo:.2f}"
+    if iw_samples:
+        writer.add_scalar("epoch/val_iw_nll", v_nll, epoch_done)
+        msg += f", val IW NLL (K={iw_samples}) {v_nll:.2f}"
+    logger.info(msg)
+
+
 def main(args: argparse.Namespace) -> int:
     """Train; returns a process exit code (non-zero on a non-finite loss)."""
     info, device = init_distributed(args.device)
@@ -451,19 +484,8 @@ def main(args: argparse.Namespace) -> int:
         prev_seconds = float(resume.get("train_seconds", 0.0))
         resume_rng(resume["rng"], info.rank, logger, ckpt_path)
         logger.info("resumed from %s at epoch %d (+%d batches), step %d", ckpt_path, start_epoch, start_batch, step)
-    elif core.spectrogram is not None:
-        # 2-D variant: STFT normalisation from the training split, saved with the weights (buffers, nvae_ecg.stft).
-        # Own generator: fitting must not draw from the global RNG stream.
-        norm_loader = DataLoader(train_ds, batch_size=args.batch_size, num_workers=args.num_workers,
-                                 generator=torch.Generator())
-        n_fit = fit_normalization(core.spectrogram, norm_loader, total=len(norm_loader))
-        logger.info("STFT normalisation (per channel and frequency) fitted on %d training ECGs", n_fit)
-    if resume is None and core.rhythm_model is not None:
-        # Beat-phase conditioning: per-class rhythm statistics of the training split, saved with the weights.
-        fit_rhythm(core.rhythm_model, train_ds, progress=info.is_main)
-        for name, row in core.rhythm_model.summary(train_ds.class_names).items():
-            logger.info("rhythm %-6s %4d records  median HR %5.1f bpm  R-R CV %.3f", name, row["records"],
-                        row["hr_bpm"], row["rr_cv"])
+    else:
+        fit_data_statistics(core, train_ds, args.batch_size, args.num_workers, logger, info.is_main)
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -593,18 +615,9 @@ def main(args: argparse.Namespace) -> int:
             last = summary.stop is not None
             if val_loader is not None and ((summary.complete and epoch_done % args.eval_every == 0) or last):
                 periodic_iw = bool(args.iw_every) and summary.complete and epoch_done % args.iw_every == 0
-                do_iw = args.iw_samples if (last or periodic_iw) else 0
-                # Evaluation draws its own seeded randomness so that it never shifts the training RNG
-                # stream (a resumed run must see exactly the same latent draws).
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(args.seed + 7919 * epoch_done)
-                    v_nelbo, v_nll = evaluate(core, val_loader, device, dtype, do_iw, args.max_val_batches, args.amp)
-                writer.add_scalar("epoch/val_nelbo", v_nelbo, epoch_done)
-                msg = f"epoch {epoch_done}: val nelbo {v_nelbo:.2f}"
-                if do_iw:
-                    writer.add_scalar("epoch/val_iw_nll", v_nll, epoch_done)
-                    msg += f", val IW NLL (K={do_iw}) {v_nll:.2f}"
-                logger.info(msg)
+                validate(core, val_loader, epoch_done, args.iw_samples if (last or periodic_iw) else 0,
+                         seed=args.seed, device=device, dtype=dtype, max_batches=args.max_val_batches,
+                         amp=args.amp, writer=writer, logger=logger)
             if args.sample_every and ((summary.complete and epoch_done % args.sample_every == 0) or last):
                 _sample_figures(core, writer, step, device, dtype, train_ds.bounds, class_idx, args.seed, stats)
         save(epoch_done, 0 if summary.complete else summary.batch_in_epoch * accum,
