@@ -141,7 +141,8 @@ def run_epochs(loader: Iterable, sampler, train_step: Callable[[object], StepTer
         bad = torch.zeros((), device=device, dtype=torch.bool)
         nb, t0 = 0, time.time()
         state.batch_in_epoch = skip
-        bar = tqdm(loader, desc=f"epoch {state.epoch + 1}", disable=not info.is_main, leave=False,
+        of = f"/{limits.max_epochs}" if limits.max_epochs else ""
+        bar = tqdm(loader, desc=f"epoch {state.epoch + 1}{of}", disable=not info.is_main, leave=False,
                    total=limits.steps_per_epoch, initial=skip)
         for batch in bar:
             out = train_step(batch)

@@ -138,11 +138,6 @@ def any_rank(flags: Sequence[torch.Tensor | bool | float], distributed: bool, de
     return [bool(v) for v in t.tolist()]
 
 
-def any_nonfinite(total: torch.Tensor, distributed: bool) -> bool:
-    """Whether a device-side loss sum is non-finite on any process (one host synchronisation)."""
-    return any_rank([~torch.isfinite(total)], distributed, total.device)[0]
-
-
 class TrainClock:
     """Training seconds summed over resumes, and the ``--max_hours`` budget both trainers stop at (0: none)."""
 

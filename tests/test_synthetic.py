@@ -310,3 +310,13 @@ def test_demographic_scale_multiplies_the_age_and_sex_trends():
     assert np.array_equal(v5(30, "Male", 0.0), v5(None, None, 1.0))
     ratios = [np.ptp(v5(80, "Female", k)) / np.ptp(v5(30, "Male", k)) for k in (1.0, 2.0, 3.0)]
     assert 0.6 < ratios[0] < 0.85 and ratios[0] > ratios[1] > ratios[2] > 0.1, ratios
+
+
+def test_demographic_scale_outside_its_range_is_refused_before_anything_is_written(tmp_path, capsys):
+    from nvae_ecg.data import synthetic
+
+    for bad in ("-1", "6", "nan"):
+        with pytest.raises(SystemExit):
+            synthetic.parse_args([str(tmp_path / "out"), "--demographic_scale", bad])
+        assert "--demographic_scale must be in [0, 5]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

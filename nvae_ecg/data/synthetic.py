@@ -440,7 +440,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace source folders that already exist in out_dir")
     p.add_argument("--demographic_scale", type=float, default=1.0,
                    help="multiplies the age/sex trends of QRS/T voltage, QTc and PR (0: none; 1: published sizes)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.demographic_scale <= 5:  # also refuses NaN
+        p.error(f"--demographic_scale must be in [0, 5], got {args.demographic_scale}")
+    return args
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -29,6 +29,8 @@ from torch import nn
 
 #: Keys of a fidelity row (all floats; NaN where undefined).
 FIDELITY_KEYS = ("n_age", "age_mae", "age_mae_chance", "age_corr", "n_sex", "sex_auroc")
+#: Keys of the label-only control (suffix ``_shuffled`` in a row).
+SHUFFLED_KEYS = ("age_mae", "age_corr", "sex_auroc")
 
 
 def _known_age(age) -> np.ndarray:
@@ -89,8 +91,9 @@ def shuffle_within_labels(age, sex, labels, rng: np.random.Generator) -> tuple[n
         raise ValueError(f"need one label row, age and sex per ECG, got {lab.shape}, {a.shape}, {s.shape}")
     perm = np.arange(len(a))
     _, group = np.unique(lab, axis=0, return_inverse=True)
+    group = group.reshape(-1)  # numpy 2.0 returns it with the shape of the axis-0 input
     for g in np.unique(group):
-        rows = np.flatnonzero(group.reshape(-1) == g)
+        rows = np.flatnonzero(group == g)
         perm[rows] = rows[rng.permutation(len(rows))]
     return a[perm], s[perm]
 
@@ -103,9 +106,6 @@ def fidelity_with_control(pred_age, p_male, age, sex, labels, rng: np.random.Gen
     ctl = demographic_fidelity(pred_age, p_male, sa, ss)
     return {**row, **{f"{k}_shuffled": ctl[k] for k in SHUFFLED_KEYS}}
 
-
-#: Keys of the label-only control (suffix ``_shuffled`` in a row).
-SHUFFLED_KEYS = ("age_mae", "age_corr", "sex_auroc")
 
 
 def unconditioned_row(generator: str) -> dict:
